@@ -1,0 +1,3 @@
+//! The `r3mes` command line.
+
+fn main() {}
