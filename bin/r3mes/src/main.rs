@@ -1,3 +1,39 @@
-//! The `r3mes` command line.
+//! The `r3mes` command line: parses arguments, calls the libraries, reports.
+//! Errors print as `error: <what failed>: <why>` with a non-zero exit code.
 
-fn main() {}
+mod ipfs;
+
+use clap::{Parser, Subcommand};
+
+/// r3mes: the R3MES data layer (content store, chain node, miner, validator).
+#[derive(Parser)]
+#[command(name = "r3mes", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// The IPFS content layer: add, cat, pins, GC, CAR, daemon, sidecar.
+    #[command(subcommand)]
+    Ipfs(ipfs::IpfsCommand),
+}
+
+fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("R3MES_LOG").unwrap_or_else(|_| "warn".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Ipfs(cmd) => ipfs::run(cmd),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

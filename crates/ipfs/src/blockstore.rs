@@ -5,24 +5,20 @@
 //! the CID, never silently returned. Writes go through a [`BlockBatch`]: a
 //! block becomes visible only when its batch commits, all at once or not at all.
 //!
-//! Two implementations: [`RedbBlockStore`] (persistent, one redb file) and
-//! [`MemoryBlockStore`] (for tests and `--only-hash`-like uses).
+//! Two implementations: [`crate::PackBlockStore`] (persistent: append-only pack
+//! files indexed by redb) and [`MemoryBlockStore`] (for tests).
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::sync::{Arc, RwLock};
 
 use cid::Cid;
-use redb::{
-    Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
-};
 
-use crate::content::{PinInfo, PinMode};
+use crate::content::PinInfo;
 use crate::{Error, Result, cids};
 
 /// A set of writes that becomes visible atomically on [`BlockBatch::commit`];
 /// dropping it without committing discards it.
-pub trait BlockBatch: Send {
+pub trait BlockBatch {
     /// Stages one block (the caller has computed `cid` from `data`).
     fn put(&mut self, cid: &Cid, data: &[u8]) -> Result<()>;
     /// Makes the staged blocks visible; `durable` waits until they are on disk.
@@ -172,188 +168,5 @@ impl BlockStore for MemoryBlockStore {
 
     fn remove_pin(&self, cid: &Cid) -> Result<bool> {
         Ok(self.write().pins.remove(&cid.to_bytes()).is_some())
-    }
-}
-
-// ---------------------------------------------------------------------------
-// redb
-
-const BLOCKS: TableDefinition<'_, &[u8], &[u8]> = TableDefinition::new("blocks-0");
-const PINS: TableDefinition<'_, &[u8], &[u8]> = TableDefinition::new("pins-0");
-
-/// Cache redb may hold in memory; bounds the memory of large imports.
-const REDB_CACHE_BYTES: usize = 32 << 20;
-
-/// A persistent block store in one redb file (`blocks.redb` in the repo).
-///
-/// Chosen over flat files after measuring: one file keeps a batch atomic with
-/// one fsync, where a file per block needs one fsync per block (see README).
-pub struct RedbBlockStore {
-    db: Database,
-}
-
-fn db_err(e: impl std::fmt::Display) -> Error {
-    Error::Database(e.to_string())
-}
-
-impl RedbBlockStore {
-    /// Opens or creates the store file. A file held by another process gives
-    /// [`Error::RepoLocked`].
-    pub fn open(path: &Path) -> Result<Self> {
-        let db = Database::builder()
-            .set_cache_size(REDB_CACHE_BYTES)
-            .create(path)
-            .map_err(|e| match e {
-                redb::DatabaseError::DatabaseAlreadyOpen => Error::RepoLocked {
-                    path: path.parent().unwrap_or(path).display().to_string(),
-                },
-                other => Error::Database(format!("opening {}: {other}", path.display())),
-            })?;
-        let txn = db.begin_write().map_err(db_err)?;
-        txn.open_table(BLOCKS).map_err(db_err)?;
-        txn.open_table(PINS).map_err(db_err)?;
-        txn.commit().map_err(db_err)?;
-        Ok(Self { db })
-    }
-}
-
-struct RedbBatch {
-    txn: redb::WriteTransaction,
-}
-
-impl BlockBatch for RedbBatch {
-    fn put(&mut self, cid: &Cid, data: &[u8]) -> Result<()> {
-        let key = cids::block_key(cid);
-        let mut table = self.txn.open_table(BLOCKS).map_err(db_err)?;
-        table.insert(key.as_slice(), data).map_err(db_err)?;
-        Ok(())
-    }
-
-    fn commit(mut self: Box<Self>, durable: bool) -> Result<()> {
-        if !durable {
-            self.txn.set_durability(Durability::None).map_err(db_err)?;
-        }
-        self.txn.commit().map_err(db_err)
-    }
-}
-
-fn encode_pin(pin: &PinInfo) -> Vec<u8> {
-    let mut out = vec![match pin.mode {
-        PinMode::Recursive => b'R',
-        PinMode::Direct => b'D',
-    }];
-    if let Some(name) = &pin.name {
-        out.extend_from_slice(name.as_bytes());
-    }
-    out
-}
-
-fn decode_pin(key: &[u8], value: &[u8]) -> Result<PinInfo> {
-    let cid = cids::from_bytes(key)?;
-    let (mode, name) = value
-        .split_first()
-        .ok_or_else(|| Error::Database(format!("empty pin record for {cid}")))?;
-    let mode = match mode {
-        b'R' => PinMode::Recursive,
-        b'D' => PinMode::Direct,
-        other => {
-            return Err(Error::Database(format!(
-                "pin record for {cid} has unknown mode {other}"
-            )));
-        }
-    };
-    let name = if value.len() > 1 {
-        Some(
-            String::from_utf8(name.to_vec())
-                .map_err(|_| Error::Database(format!("pin name of {cid} is not UTF-8")))?,
-        )
-    } else {
-        None
-    };
-    Ok(PinInfo { cid, mode, name })
-}
-
-impl BlockStore for RedbBlockStore {
-    fn get_unverified(&self, cid: &Cid) -> Result<Option<Vec<u8>>> {
-        let txn = self.db.begin_read().map_err(db_err)?;
-        let table = txn.open_table(BLOCKS).map_err(db_err)?;
-        Ok(table
-            .get(cids::block_key(cid).as_slice())
-            .map_err(db_err)?
-            .map(|v| v.value().to_vec()))
-    }
-
-    fn block_size(&self, cid: &Cid) -> Result<Option<u64>> {
-        let txn = self.db.begin_read().map_err(db_err)?;
-        let table = txn.open_table(BLOCKS).map_err(db_err)?;
-        Ok(table
-            .get(cids::block_key(cid).as_slice())
-            .map_err(db_err)?
-            .map(|v| v.value().len() as u64))
-    }
-
-    fn batch(&self) -> Result<Box<dyn BlockBatch + '_>> {
-        Ok(Box::new(RedbBatch {
-            txn: self.db.begin_write().map_err(db_err)?,
-        }))
-    }
-
-    fn delete(&self, keys: &[Vec<u8>]) -> Result<u64> {
-        let txn = self.db.begin_write().map_err(db_err)?;
-        let mut freed = 0;
-        {
-            let mut table = txn.open_table(BLOCKS).map_err(db_err)?;
-            for key in keys {
-                if let Some(old) = table.remove(key.as_slice()).map_err(db_err)? {
-                    freed += old.value().len() as u64;
-                }
-            }
-        }
-        txn.commit().map_err(db_err)?;
-        Ok(freed)
-    }
-
-    fn keys(&self) -> Result<Vec<(Vec<u8>, u64)>> {
-        let txn = self.db.begin_read().map_err(db_err)?;
-        let table = txn.open_table(BLOCKS).map_err(db_err)?;
-        let mut out =
-            Vec::with_capacity(usize::try_from(table.len().map_err(db_err)?).unwrap_or(0));
-        for entry in table.iter().map_err(db_err)? {
-            let (k, v) = entry.map_err(db_err)?;
-            out.push((k.value().to_vec(), v.value().len() as u64));
-        }
-        Ok(out)
-    }
-
-    fn pins(&self) -> Result<Vec<PinInfo>> {
-        let txn = self.db.begin_read().map_err(db_err)?;
-        let table = txn.open_table(PINS).map_err(db_err)?;
-        let mut out = Vec::new();
-        for entry in table.iter().map_err(db_err)? {
-            let (k, v) = entry.map_err(db_err)?;
-            out.push(decode_pin(k.value(), v.value())?);
-        }
-        Ok(out)
-    }
-
-    fn put_pin(&self, pin: &PinInfo) -> Result<()> {
-        let txn = self.db.begin_write().map_err(db_err)?;
-        txn.open_table(PINS)
-            .map_err(db_err)?
-            .insert(pin.cid.to_bytes().as_slice(), encode_pin(pin).as_slice())
-            .map_err(db_err)?;
-        txn.commit().map_err(db_err)
-    }
-
-    fn remove_pin(&self, cid: &Cid) -> Result<bool> {
-        let txn = self.db.begin_write().map_err(db_err)?;
-        let existed = txn
-            .open_table(PINS)
-            .map_err(db_err)?
-            .remove(cid.to_bytes().as_slice())
-            .map_err(db_err)?
-            .is_some();
-        txn.commit().map_err(db_err)?;
-        Ok(existed)
     }
 }

@@ -18,12 +18,14 @@ pub mod dagpb;
 mod embedded;
 mod error;
 pub mod importer;
+mod packstore;
 pub mod reader;
 pub mod repo;
 pub mod unixfs;
 mod wire;
 
-pub use blockstore::{BlockStore, MemoryBlockStore, RedbBlockStore};
+pub use blockstore::{BlockBatch, BlockStore, MemoryBlockStore};
+pub use packstore::PackBlockStore;
 pub use cid::Cid;
 pub use content::{
     AddOptions, AddSource, Added, ContentStore, GcReport, NodeIdentity, PinInfo, PinMode, ReadStats,

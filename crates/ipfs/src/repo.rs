@@ -11,14 +11,15 @@ use std::sync::{Arc, RwLock};
 
 use cid::Cid;
 
-use crate::blockstore::{BlockBatch, BlockStore, MemoryBlockStore, RedbBlockStore};
+use crate::blockstore::{BlockBatch, BlockStore, MemoryBlockStore};
+use crate::packstore::PackBlockStore;
 use crate::car::{CarReader, CarWriter};
 use crate::content::{AddOptions, GcReport, PinInfo, PinMode, ReadStats};
 use crate::importer::{self, BlockSink, DiscardSink, ImportParams, Imported};
 use crate::reader::{RangeReader, links_of, walk_dag};
 use crate::{Error, Result, cids};
 
-/// File name of the block database inside a repo directory.
+/// File name of the block index and pin database inside a repo directory.
 pub const BLOCKS_FILE: &str = "blocks.redb";
 
 /// Bytes staged before an intermediate (non-durable) commit during `add`,
@@ -51,9 +52,7 @@ pub struct CarImport {
 impl Repo {
     /// Opens (creating if needed) the repo in `dir`.
     pub fn open(dir: &Path) -> Result<Self> {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| Error::io(format!("creating repo {}", dir.display()), e))?;
-        let store = RedbBlockStore::open(&dir.join(BLOCKS_FILE))?;
+        let store = PackBlockStore::open(dir)?;
         Ok(Self::from_parts(Box::new(store), Some(dir.to_path_buf())))
     }
 
