@@ -137,7 +137,9 @@ pub fn home_dir() -> PathBuf {
     if let Some(home) = std::env::var_os("R3MES_HOME") {
         return PathBuf::from(home);
     }
-    let user_home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
+    let user_home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."));
     user_home.join(".r3mes")
 }
 
@@ -172,7 +174,11 @@ pub fn run(command: IpfsCommand) -> Result<()> {
             for cid in &report.removed {
                 writeln!(out, "removed {cid}")?;
             }
-            eprintln!("freed {} blocks, {} bytes", report.removed.len(), report.freed_bytes);
+            eprintln!(
+                "freed {} blocks, {} bytes",
+                report.removed.len(),
+                report.freed_bytes
+            );
             Ok(())
         }
         IpfsCommand::Export(args) => {
@@ -184,7 +190,8 @@ pub fn run(command: IpfsCommand) -> Result<()> {
         }
         IpfsCommand::Import(args) => {
             let repo = args.target.open_repo()?;
-            let file = std::fs::File::open(&args.file).with_context(|| format!("opening {}", args.file.display()))?;
+            let file = std::fs::File::open(&args.file)
+                .with_context(|| format!("opening {}", args.file.display()))?;
             let mut reader = std::io::BufReader::new(file);
             let imported = repo
                 .import_car(&mut reader, !args.no_pin)
@@ -225,7 +232,9 @@ fn cat(args: CatArgs) -> Result<()> {
     let repo = args.target.open_repo()?;
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
-    let stats = repo.cat(&cid, args.offset, args.length, &mut out).with_context(|| format!("reading {cid}"))?;
+    let stats = repo
+        .cat(&cid, args.offset, args.length, &mut out)
+        .with_context(|| format!("reading {cid}"))?;
     out.flush()?;
     if args.stats {
         eprintln!("blocks={} bytes={}", stats.blocks, stats.bytes);
@@ -235,9 +244,18 @@ fn cat(args: CatArgs) -> Result<()> {
 
 fn pin(command: PinCommand) -> Result<()> {
     match command {
-        PinCommand::Add { cid, direct, name, target } => {
+        PinCommand::Add {
+            cid,
+            direct,
+            name,
+            target,
+        } => {
             let cid = cids::parse(&cid)?;
-            let mode = if direct { PinMode::Direct } else { PinMode::Recursive };
+            let mode = if direct {
+                PinMode::Direct
+            } else {
+                PinMode::Recursive
+            };
             target.open_repo()?.pin_add(&cid, mode, name.as_deref())?;
             println!("pinned {cid} {}", mode.as_str());
         }
@@ -259,16 +277,21 @@ fn pin(command: PinCommand) -> Result<()> {
 }
 
 /// Writes a file through a temporary sibling renamed into place, so a failure leaves nothing half-written.
-fn write_atomically(path: &std::path::Path, write: impl FnOnce(&mut std::fs::File) -> Result<u64>) -> Result<u64> {
+fn write_atomically(
+    path: &std::path::Path,
+    write: impl FnOnce(&mut std::fs::File) -> Result<u64>,
+) -> Result<u64> {
     let tmp = path.with_extension("car.tmp");
-    let mut file = std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    let mut file =
+        std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
     let result = write(&mut file).and_then(|n| {
         file.sync_all()?;
         Ok(n)
     });
     match result {
         Ok(n) => {
-            std::fs::rename(&tmp, path).with_context(|| format!("renaming into {}", path.display()))?;
+            std::fs::rename(&tmp, path)
+                .with_context(|| format!("renaming into {}", path.display()))?;
             Ok(n)
         }
         Err(e) => {

@@ -25,13 +25,13 @@ pub mod unixfs;
 mod wire;
 
 pub use blockstore::{BlockBatch, BlockStore, MemoryBlockStore};
-pub use packstore::PackBlockStore;
 pub use cid::Cid;
 pub use content::{
     AddOptions, AddSource, Added, ContentStore, GcReport, NodeIdentity, PinInfo, PinMode, ReadStats,
 };
 pub use embedded::EmbeddedStore;
 pub use error::{Error, Result};
+pub use packstore::PackBlockStore;
 pub use repo::Repo;
 
 /// Kubo's default chunk size (`size-262144`).

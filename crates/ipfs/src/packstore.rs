@@ -59,8 +59,27 @@ impl Location {
     }
 
     fn decode(bytes: &[u8]) -> Result<Self> {
-        let b: &[u8; 16] = bytes.try_into().map_err(|_| Error::Database("index entry is not 16 bytes".into()))?;
-        let [p0, p1, p2, p3, o0, o1, o2, o3, o4, o5, o6, o7, l0, l1, l2, l3] = *b;
+        let b: &[u8; 16] = bytes
+            .try_into()
+            .map_err(|_| Error::Database("index entry is not 16 bytes".into()))?;
+        let [
+            p0,
+            p1,
+            p2,
+            p3,
+            o0,
+            o1,
+            o2,
+            o3,
+            o4,
+            o5,
+            o6,
+            o7,
+            l0,
+            l1,
+            l2,
+            l3,
+        ] = *b;
         Ok(Self {
             pack: u32::from_be_bytes([p0, p1, p2, p3]),
             offset: u64::from_be_bytes([o0, o1, o2, o3, o4, o5, o6, o7]),
@@ -105,10 +124,15 @@ impl PackBlockStore {
         std::fs::create_dir_all(dir.join("packs"))
             .map_err(|e| Error::io(format!("creating {}", dir.join("packs").display()), e))?;
         let db_path = dir.join(crate::repo::BLOCKS_FILE);
-        let db = Database::builder().set_cache_size(REDB_CACHE_BYTES).create(&db_path).map_err(|e| match e {
-            redb::DatabaseError::DatabaseAlreadyOpen => Error::RepoLocked { path: dir.display().to_string() },
-            other => Error::Database(format!("opening {}: {other}", db_path.display())),
-        })?;
+        let db = Database::builder()
+            .set_cache_size(REDB_CACHE_BYTES)
+            .create(&db_path)
+            .map_err(|e| match e {
+                redb::DatabaseError::DatabaseAlreadyOpen => Error::RepoLocked {
+                    path: dir.display().to_string(),
+                },
+                other => Error::Database(format!("opening {}: {other}", db_path.display())),
+            })?;
         let txn = db.begin_write().map_err(db_err)?;
         txn.open_table(INDEX).map_err(db_err)?;
         txn.open_table(PINS).map_err(db_err)?;
@@ -127,9 +151,13 @@ impl PackBlockStore {
         for (pack, end) in &packs {
             let path = pack_path(dir, *pack);
             if let Ok(file) = OpenOptions::new().write(true).open(&path) {
-                let len = file.metadata().map_err(|e| Error::io(format!("reading {}", path.display()), e))?.len();
+                let len = file
+                    .metadata()
+                    .map_err(|e| Error::io(format!("reading {}", path.display()), e))?
+                    .len();
                 if len > *end {
-                    file.set_len(*end).map_err(|e| Error::io(format!("truncating {}", path.display()), e))?;
+                    file.set_len(*end)
+                        .map_err(|e| Error::io(format!("truncating {}", path.display()), e))?;
                 }
             }
         }
@@ -157,7 +185,8 @@ impl PackBlockStore {
             .truncate(false)
             .open(&path)
             .map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
-        file.set_len(end).map_err(|e| Error::io(format!("truncating {}", path.display()), e))?;
+        file.set_len(end)
+            .map_err(|e| Error::io(format!("truncating {}", path.display()), e))?;
         Ok(Writer { pack, file, end })
     }
 
@@ -167,7 +196,9 @@ impl PackBlockStore {
             return Ok(file.clone());
         }
         let path = pack_path(&self.dir, pack);
-        let file = Arc::new(File::open(&path).map_err(|e| Error::io(format!("opening {}", path.display()), e))?);
+        let file = Arc::new(
+            File::open(&path).map_err(|e| Error::io(format!("opening {}", path.display()), e))?,
+        );
         readers.insert(pack, file.clone());
         Ok(file)
     }
@@ -185,38 +216,56 @@ impl PackBlockStore {
         let file = self.reader(loc.pack)?;
         let mut buf = vec![0; loc.len as usize];
         file.read_exact_at(&mut buf, loc.offset).map_err(|e| {
-            Error::io(format!("reading {} bytes at {} of pack {}", loc.len, loc.offset, loc.pack), e)
+            Error::io(
+                format!(
+                    "reading {} bytes at {} of pack {}",
+                    loc.len, loc.offset, loc.pack
+                ),
+                e,
+            )
         })?;
         Ok(buf)
     }
 
     /// Rewrites packs that are less than half live; deletes empty ones.
     fn compact(&self) -> Result<()> {
-        let _exclusive = self.compaction.write().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let current = lock(&self.writer).pack;
+        let _exclusive = self
+            .compaction
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut live: BTreeMap<u32, Vec<(Vec<u8>, Location)>> = BTreeMap::new();
         let mut ends: BTreeMap<u32, u64> = BTreeMap::new();
         {
             let txn = self.db.begin_read().map_err(db_err)?;
-            for entry in txn.open_table(INDEX).map_err(db_err)?.iter().map_err(db_err)? {
+            for entry in txn
+                .open_table(INDEX)
+                .map_err(db_err)?
+                .iter()
+                .map_err(db_err)?
+            {
                 let (k, v) = entry.map_err(db_err)?;
                 let loc = Location::decode(v.value())?;
-                live.entry(loc.pack).or_default().push((k.value().to_vec(), loc));
+                live.entry(loc.pack)
+                    .or_default()
+                    .push((k.value().to_vec(), loc));
             }
-            for entry in txn.open_table(PACKS).map_err(db_err)?.iter().map_err(db_err)? {
+            for entry in txn
+                .open_table(PACKS)
+                .map_err(db_err)?
+                .iter()
+                .map_err(db_err)?
+            {
                 let (k, v) = entry.map_err(db_err)?;
                 ends.insert(k.value(), v.value());
             }
         }
         for (pack, end) in ends {
-            if pack == current {
-                continue;
-            }
             let entries = live.remove(&pack).unwrap_or_default();
             let live_bytes: u64 = entries.iter().map(|(_, l)| u64::from(l.len)).sum();
-            if live_bytes * 2 >= end {
+            if end == 0 || live_bytes * 2 >= end {
                 continue;
             }
+            self.roll_writer_past(pack)?;
             if !entries.is_empty() {
                 let mut batch = self.batch()?;
                 for (key, loc) in &entries {
@@ -227,12 +276,36 @@ impl PackBlockStore {
                 batch.commit(true)?;
             }
             let txn = self.db.begin_write().map_err(db_err)?;
-            txn.open_table(PACKS).map_err(db_err)?.remove(pack).map_err(db_err)?;
+            txn.open_table(PACKS)
+                .map_err(db_err)?
+                .remove(pack)
+                .map_err(db_err)?;
             txn.commit().map_err(db_err)?;
             lock(&self.readers).remove(&pack);
             let path = pack_path(&self.dir, pack);
-            std::fs::remove_file(&path).map_err(|e| Error::io(format!("removing {}", path.display()), e))?;
+            std::fs::remove_file(&path)
+                .map_err(|e| Error::io(format!("removing {}", path.display()), e))?;
         }
+        Ok(())
+    }
+}
+
+impl PackBlockStore {
+    /// Moves the writer to a fresh pack if it is appending to `pack`, so that
+    /// `pack` can be rewritten and deleted.
+    fn roll_writer_past(&self, pack: u32) -> Result<()> {
+        let mut writer = lock(&self.writer);
+        if writer.pack != pack {
+            return Ok(());
+        }
+        let next = pack + 1;
+        let txn = self.db.begin_write().map_err(db_err)?;
+        txn.open_table(PACKS)
+            .map_err(db_err)?
+            .insert(next, 0)
+            .map_err(db_err)?;
+        txn.commit().map_err(db_err)?;
+        *writer = Self::open_writer(&self.dir, next, 0)?;
         Ok(())
     }
 }
@@ -247,17 +320,31 @@ struct PackBatch<'a> {
 
 impl BlockBatch for PackBatch<'_> {
     fn put(&mut self, cid: &Cid, data: &[u8]) -> Result<()> {
-        let len = u32::try_from(data.len()).map_err(|_| Error::InvalidArgument(format!("block {cid} is too large")))?;
+        let len = u32::try_from(data.len())
+            .map_err(|_| Error::InvalidArgument(format!("block {cid} is too large")))?;
         let offset = self.writer.end;
-        self.writer.file.write_all_at(data, offset).map_err(|e| Error::io(format!("writing block {cid}"), e))?;
+        self.writer
+            .file
+            .write_all_at(data, offset)
+            .map_err(|e| Error::io(format!("writing block {cid}"), e))?;
         self.writer.end += u64::from(len);
-        self.entries.push((cids::block_key(cid), Location { pack: self.writer.pack, offset, len }));
+        self.entries.push((
+            cids::block_key(cid),
+            Location {
+                pack: self.writer.pack,
+                offset,
+                len,
+            },
+        ));
         Ok(())
     }
 
     fn commit(mut self: Box<Self>, durable: bool) -> Result<()> {
         if durable {
-            self.writer.file.sync_data().map_err(|e| Error::io("syncing pack file", e))?;
+            self.writer
+                .file
+                .sync_data()
+                .map_err(|e| Error::io("syncing pack file", e))?;
         }
         let mut txn = self.store.db.begin_write().map_err(db_err)?;
         if !durable {
@@ -266,9 +353,14 @@ impl BlockBatch for PackBatch<'_> {
         {
             let mut index = txn.open_table(INDEX).map_err(db_err)?;
             for (key, loc) in &self.entries {
-                index.insert(key.as_slice(), loc.encode().as_slice()).map_err(db_err)?;
+                index
+                    .insert(key.as_slice(), loc.encode().as_slice())
+                    .map_err(db_err)?;
             }
-            txn.open_table(PACKS).map_err(db_err)?.insert(self.writer.pack, self.writer.end).map_err(db_err)?;
+            txn.open_table(PACKS)
+                .map_err(db_err)?
+                .insert(self.writer.pack, self.writer.end)
+                .map_err(db_err)?;
         }
         txn.commit().map_err(db_err)?;
         self.committed = true;
@@ -303,22 +395,34 @@ fn encode_pin(pin: &PinInfo) -> Vec<u8> {
 
 fn decode_pin(key: &[u8], value: &[u8]) -> Result<PinInfo> {
     let cid = cids::from_bytes(key)?;
-    let (mode, name) = value.split_first().ok_or_else(|| Error::Database(format!("empty pin record for {cid}")))?;
+    let (mode, name) = value
+        .split_first()
+        .ok_or_else(|| Error::Database(format!("empty pin record for {cid}")))?;
     let mode = match mode {
         b'R' => PinMode::Recursive,
         b'D' => PinMode::Direct,
-        other => return Err(Error::Database(format!("pin record for {cid} has unknown mode {other}"))),
+        other => {
+            return Err(Error::Database(format!(
+                "pin record for {cid} has unknown mode {other}"
+            )));
+        }
     };
     let name = match name {
         [] => None,
-        bytes => Some(String::from_utf8(bytes.to_vec()).map_err(|_| Error::Database(format!("pin name of {cid} is not UTF-8")))?),
+        bytes => Some(
+            String::from_utf8(bytes.to_vec())
+                .map_err(|_| Error::Database(format!("pin name of {cid} is not UTF-8")))?,
+        ),
     };
     Ok(PinInfo { cid, mode, name })
 }
 
 impl BlockStore for PackBlockStore {
     fn get_unverified(&self, cid: &Cid) -> Result<Option<Vec<u8>>> {
-        let _shared = self.compaction.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let _shared = self
+            .compaction
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         match self.locate(cid)? {
             Some(loc) => Ok(Some(self.read_at(loc)?)),
             None => Ok(None),
@@ -332,7 +436,13 @@ impl BlockStore for PackBlockStore {
     fn batch(&self) -> Result<Box<dyn BlockBatch + '_>> {
         let writer = lock(&self.writer);
         let start = writer.end;
-        Ok(Box::new(PackBatch { store: self, writer, start, entries: Vec::new(), committed: false }))
+        Ok(Box::new(PackBatch {
+            store: self,
+            writer,
+            start,
+            entries: Vec::new(),
+            committed: false,
+        }))
     }
 
     fn delete(&self, keys: &[Vec<u8>]) -> Result<u64> {
@@ -357,7 +467,10 @@ impl BlockStore for PackBlockStore {
         let mut out = Vec::new();
         for entry in table.iter().map_err(db_err)? {
             let (k, v) = entry.map_err(db_err)?;
-            out.push((k.value().to_vec(), u64::from(Location::decode(v.value())?.len)));
+            out.push((
+                k.value().to_vec(),
+                u64::from(Location::decode(v.value())?.len),
+            ));
         }
         Ok(out)
     }
@@ -384,7 +497,12 @@ impl BlockStore for PackBlockStore {
 
     fn remove_pin(&self, cid: &Cid) -> Result<bool> {
         let txn = self.db.begin_write().map_err(db_err)?;
-        let existed = txn.open_table(PINS).map_err(db_err)?.remove(cid.to_bytes().as_slice()).map_err(db_err)?.is_some();
+        let existed = txn
+            .open_table(PINS)
+            .map_err(db_err)?
+            .remove(cid.to_bytes().as_slice())
+            .map_err(db_err)?
+            .is_some();
         txn.commit().map_err(db_err)?;
         Ok(existed)
     }
@@ -418,7 +536,10 @@ mod tests {
         let store = PackBlockStore::open(dir.path()).unwrap();
         assert_eq!(store.get(&a).unwrap(), da);
         assert!(!store.has(&b).unwrap());
-        assert_eq!(std::fs::metadata(pack_path(dir.path(), 1)).unwrap().len(), 1000);
+        assert_eq!(
+            std::fs::metadata(pack_path(dir.path(), 1)).unwrap().len(),
+            1000
+        );
     }
 
     #[test]
@@ -432,11 +553,17 @@ mod tests {
             batch.commit(true).unwrap();
         }
         // A crash mid-append leaves bytes no index entry names.
-        let mut f = OpenOptions::new().append(true).open(pack_path(dir.path(), 1)).unwrap();
+        let mut f = OpenOptions::new()
+            .append(true)
+            .open(pack_path(dir.path(), 1))
+            .unwrap();
         f.write_all(&[0xee; 300]).unwrap();
         drop(f);
         let store = PackBlockStore::open(dir.path()).unwrap();
-        assert_eq!(std::fs::metadata(pack_path(dir.path(), 1)).unwrap().len(), 500);
+        assert_eq!(
+            std::fs::metadata(pack_path(dir.path(), 1)).unwrap().len(),
+            500
+        );
         assert_eq!(store.get(&a).unwrap(), da);
     }
 
@@ -448,7 +575,10 @@ mod tests {
         let mut batch = store.batch().unwrap();
         batch.put(&a, &da).unwrap();
         batch.commit(true).unwrap();
-        let f = OpenOptions::new().write(true).open(pack_path(dir.path(), 1)).unwrap();
+        let f = OpenOptions::new()
+            .write(true)
+            .open(pack_path(dir.path(), 1))
+            .unwrap();
         f.write_all_at(&[0xff], 10).unwrap();
         let err = store.get(&a).unwrap_err();
         assert!(err.to_string().contains(&a.to_string()), "{err}");
@@ -458,6 +588,9 @@ mod tests {
     fn second_open_is_locked() {
         let dir = tempfile::tempdir().unwrap();
         let _store = PackBlockStore::open(dir.path()).unwrap();
-        assert!(matches!(PackBlockStore::open(dir.path()), Err(Error::RepoLocked { .. })));
+        assert!(matches!(
+            PackBlockStore::open(dir.path()),
+            Err(Error::RepoLocked { .. })
+        ));
     }
 }

@@ -12,10 +12,10 @@ use std::sync::{Arc, RwLock};
 use cid::Cid;
 
 use crate::blockstore::{BlockBatch, BlockStore, MemoryBlockStore};
-use crate::packstore::PackBlockStore;
 use crate::car::{CarReader, CarWriter};
 use crate::content::{AddOptions, GcReport, PinInfo, PinMode, ReadStats};
 use crate::importer::{self, BlockSink, DiscardSink, ImportParams, Imported};
+use crate::packstore::PackBlockStore;
 use crate::reader::{RangeReader, links_of, walk_dag};
 use crate::{Error, Result, cids};
 
