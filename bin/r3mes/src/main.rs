@@ -1,6 +1,7 @@
 //! The `r3mes` command line: parses arguments, calls the libraries, reports.
 //! Errors print as `error: <what failed>: <why>` with a non-zero exit code.
 
+mod bench;
 mod ipfs;
 
 use clap::{Parser, Subcommand};
@@ -18,6 +19,9 @@ enum Command {
     /// The IPFS content layer: add, cat, pins, GC, CAR, daemon, sidecar.
     #[command(subcommand)]
     Ipfs(ipfs::IpfsCommand),
+    /// Measure performance figures (the README's table).
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
 }
 
 fn main() -> std::process::ExitCode {
@@ -31,6 +35,7 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Ipfs(cmd) => ipfs::run(cmd),
+        Command::Bench(cmd) => bench::run_bench(cmd),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -10,6 +10,7 @@
 //! embedded daemon and gateway in `r3mes-ipfs-http`. Both meet here in the
 //! [`ContentStore`] trait.
 
+pub mod bench;
 pub mod blockstore;
 pub mod car;
 pub mod cids;

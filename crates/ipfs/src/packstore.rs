@@ -91,8 +91,41 @@ impl Location {
 /// The pack being appended to.
 struct Writer {
     pack: u32,
-    file: File,
+    file: Arc<File>,
     end: u64,
+    /// A background fdatasync started by a non-durable commit, so the disk
+    /// writes while the importer hashes; a durable commit waits for it.
+    flushing: Option<std::thread::JoinHandle<std::io::Result<()>>>,
+}
+
+impl Writer {
+    /// Starts writing the pack's dirty pages out in the background, unless a flush is running.
+    fn flush_in_background(&mut self) {
+        if self.flushing.as_ref().is_some_and(|h| !h.is_finished()) {
+            return;
+        }
+        let _ = self.wait_for_flush();
+        let file = self.file.clone();
+        self.flushing = Some(std::thread::spawn(move || file.sync_data()));
+    }
+
+    /// Waits until everything appended so far is on disk.
+    fn sync(&mut self) -> Result<()> {
+        self.wait_for_flush()?;
+        self.file
+            .sync_data()
+            .map_err(|e| Error::io("syncing pack file", e))
+    }
+
+    fn wait_for_flush(&mut self) -> Result<()> {
+        match self.flushing.take() {
+            Some(handle) => handle
+                .join()
+                .map_err(|_| Error::Database("pack flush thread panicked".into()))?
+                .map_err(|e| Error::io("syncing pack file", e)),
+            None => Ok(()),
+        }
+    }
 }
 
 /// Persistent block store: append-only packs plus a redb index.
@@ -187,7 +220,12 @@ impl PackBlockStore {
             .map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
         file.set_len(end)
             .map_err(|e| Error::io(format!("truncating {}", path.display()), e))?;
-        Ok(Writer { pack, file, end })
+        Ok(Writer {
+            pack,
+            file: Arc::new(file),
+            end,
+            flushing: None,
+        })
     }
 
     fn reader(&self, pack: u32) -> Result<Arc<File>> {
@@ -298,6 +336,7 @@ impl PackBlockStore {
         if writer.pack != pack {
             return Ok(());
         }
+        writer.sync()?;
         let next = pack + 1;
         let txn = self.db.begin_write().map_err(db_err)?;
         txn.open_table(PACKS)
@@ -341,10 +380,9 @@ impl BlockBatch for PackBatch<'_> {
 
     fn commit(mut self: Box<Self>, durable: bool) -> Result<()> {
         if durable {
-            self.writer
-                .file
-                .sync_data()
-                .map_err(|e| Error::io("syncing pack file", e))?;
+            self.writer.sync()?;
+        } else {
+            self.writer.flush_in_background();
         }
         let mut txn = self.store.db.begin_write().map_err(db_err)?;
         if !durable {
@@ -365,6 +403,9 @@ impl BlockBatch for PackBatch<'_> {
         txn.commit().map_err(db_err)?;
         self.committed = true;
         if self.writer.end >= PACK_TARGET_BYTES {
+            // Entries committed non-durably name this pack: it must be on disk
+            // before a later durable commit makes them durable.
+            self.writer.sync()?;
             let next = self.writer.pack + 1;
             *self.writer = PackBlockStore::open_writer(&self.store.dir, next, 0)?;
         }

@@ -122,7 +122,7 @@ impl UnixFsData {
                         blocksizes.push(inner.varint()?);
                     }
                 }
-                (5 | 6 | 7, Value::Varint(_)) | (8, Value::Bytes(_)) => {}
+                (5..=7, Value::Varint(_)) | (8, Value::Bytes(_)) => {}
                 (field, _) => return Err(format!("unexpected field {field} in UnixFS data")),
             }
         }
