@@ -305,7 +305,7 @@ impl PackBlockStore {
             }
             self.roll_writer_past(pack)?;
             if !entries.is_empty() {
-                let mut batch = self.batch()?;
+                let mut batch = Box::new(self.new_batch(false));
                 for (key, loc) in &entries {
                     let data = self.read_at(*loc)?;
                     let hash = multihash::Multihash::<64>::from_bytes(key).map_err(db_err)?;
@@ -329,6 +329,20 @@ impl PackBlockStore {
 }
 
 impl PackBlockStore {
+    fn new_batch(&self, skip_existing: bool) -> PackBatch<'_> {
+        let writer = lock(&self.writer);
+        let start = writer.end;
+        PackBatch {
+            store: self,
+            writer,
+            start,
+            entries: Vec::new(),
+            staged: std::collections::HashSet::new(),
+            skip_existing,
+            committed: false,
+        }
+    }
+
     /// Moves the writer to a fresh pack if it is appending to `pack`, so that
     /// `pack` can be rewritten and deleted.
     fn roll_writer_past(&self, pack: u32) -> Result<()> {
@@ -354,11 +368,20 @@ struct PackBatch<'a> {
     writer: MutexGuard<'a, Writer>,
     start: u64,
     entries: Vec<(Vec<u8>, Location)>,
+    /// Keys staged by this batch.
+    staged: std::collections::HashSet<Vec<u8>>,
+    /// Skip blocks the index already has (false only when compaction moves blocks).
+    skip_existing: bool,
     committed: bool,
 }
 
 impl BlockBatch for PackBatch<'_> {
     fn put(&mut self, cid: &Cid, data: &[u8]) -> Result<()> {
+        let key = cids::block_key(cid);
+        if self.skip_existing && (self.staged.contains(&key) || self.store.locate(cid)?.is_some()) {
+            // Content addressing: the same key is the same bytes; write them once.
+            return Ok(());
+        }
         let len = u32::try_from(data.len())
             .map_err(|_| Error::InvalidArgument(format!("block {cid} is too large")))?;
         let offset = self.writer.end;
@@ -367,8 +390,9 @@ impl BlockBatch for PackBatch<'_> {
             .write_all_at(data, offset)
             .map_err(|e| Error::io(format!("writing block {cid}"), e))?;
         self.writer.end += u64::from(len);
+        self.staged.insert(key.clone());
         self.entries.push((
-            cids::block_key(cid),
+            key,
             Location {
                 pack: self.writer.pack,
                 offset,
@@ -475,15 +499,7 @@ impl BlockStore for PackBlockStore {
     }
 
     fn batch(&self) -> Result<Box<dyn BlockBatch + '_>> {
-        let writer = lock(&self.writer);
-        let start = writer.end;
-        Ok(Box::new(PackBatch {
-            store: self,
-            writer,
-            start,
-            entries: Vec::new(),
-            committed: false,
-        }))
+        Ok(Box::new(self.new_batch(true)))
     }
 
     fn delete(&self, keys: &[Vec<u8>]) -> Result<u64> {

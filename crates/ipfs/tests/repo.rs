@@ -273,3 +273,17 @@ proptest! {
         prop_assert_eq!(bytes, &content[start..end]);
     }
 }
+
+#[test]
+fn adding_the_same_content_twice_writes_it_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = Repo::open(dir.path()).unwrap();
+    let content = data(800_000, 10);
+    let first = repo.add_bytes(&content, &AddOptions::default()).unwrap();
+    let pack = dir.path().join("packs/00000001.pack");
+    let size = std::fs::metadata(&pack).unwrap().len();
+    assert_eq!(size, first.dag_size);
+    let second = repo.add_bytes(&content, &AddOptions::default()).unwrap();
+    assert_eq!(first, second);
+    assert_eq!(std::fs::metadata(&pack).unwrap().len(), size);
+}
