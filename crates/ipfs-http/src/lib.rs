@@ -24,7 +24,6 @@
 
 // `r3mes_ipfs::Error` carries CIDs inline and is over 128 bytes; repo work
 // returns it, and boxing it is that crate's decision, not this one's.
-#![allow(clippy::result_large_err)]
 
 pub mod api;
 mod daemon;

@@ -213,7 +213,7 @@ fn decode_header(bytes: &[u8]) -> Result<Vec<Cid>> {
                         return Err(car_err("root CID lacks the 0x00 multibase prefix"));
                     }
                     list.push(
-                        Cid::try_from(cid_bytes)
+                        cids::decode_exact(cid_bytes)
                             .map_err(|e| car_err(format!("bad root CID: {e}")))?,
                     );
                 }

@@ -42,11 +42,25 @@ pub fn parse(text: &str) -> Result<Cid> {
 
 /// Parses a CID from its binary form.
 pub fn from_bytes(bytes: &[u8]) -> Result<Cid> {
-    let cid = Cid::try_from(bytes).map_err(|e| Error::InvalidCid {
+    let cid = decode_exact(bytes).map_err(|reason| Error::InvalidCid {
         input: hex_prefix(bytes),
-        reason: e.to_string(),
+        reason,
     })?;
     check_supported(&cid)?;
+    Ok(cid)
+}
+
+/// Decodes a binary CID that must span all of `bytes`: `Cid::try_from` stops
+/// at the end of the multihash and would accept trailing bytes, giving one CID
+/// two encodings.
+pub fn decode_exact(bytes: &[u8]) -> std::result::Result<Cid, String> {
+    let cid = Cid::try_from(bytes).map_err(|e| e.to_string())?;
+    if cid.encoded_len() != bytes.len() {
+        return Err(format!(
+            "{} trailing bytes after the CID",
+            bytes.len().saturating_sub(cid.encoded_len())
+        ));
+    }
     Ok(cid)
 }
 
@@ -154,6 +168,20 @@ mod tests {
             parse(&cbor.to_string()),
             Err(Error::UnsupportedCodec { .. })
         ));
+    }
+
+    #[test]
+    fn binary_cids_must_not_have_trailing_bytes() {
+        let cid = raw_cid(sha256_multihash(b"x"));
+        let mut bytes = cid.to_bytes();
+        assert_eq!(from_bytes(&bytes).unwrap(), cid);
+        bytes.push(0);
+        assert!(
+            from_bytes(&bytes)
+                .unwrap_err()
+                .to_string()
+                .contains("trailing")
+        );
     }
 
     #[test]

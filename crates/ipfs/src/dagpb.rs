@@ -91,7 +91,10 @@ fn decode_link(bytes: &[u8]) -> Result<PbLink, String> {
         last_field = field;
         match (field, value) {
             (1, Value::Bytes(b)) => {
-                cid = Some(Cid::try_from(b).map_err(|e| format!("link hash is not a CID: {e}"))?)
+                cid = Some(
+                    crate::cids::decode_exact(b)
+                        .map_err(|e| format!("link hash is not a CID: {e}"))?,
+                )
             }
             (2, Value::Bytes(b)) => {
                 name = Some(String::from_utf8(b.to_vec()).map_err(|_| "link name is not UTF-8")?)
@@ -147,6 +150,9 @@ mod tests {
         );
         // unknown field
         assert!(PbNode::decode(&[0x18, 0x01]).is_err());
+        // a link hash with trailing bytes after the CID (found by fuzzing)
+        let trailing = [18, 9, 10, 7, 1, 0, 0, 1, 255, 255, 0];
+        assert!(PbNode::decode(&trailing).unwrap_err().contains("trailing"));
         // link without hash
         assert!(
             PbNode::decode(&[0x12, 0x02, 0x18, 0x01])

@@ -40,8 +40,8 @@ pub enum Error {
     Decode {
         /// The block.
         cid: Cid,
-        /// What is wrong with it.
-        reason: String,
+        /// What is wrong with it (boxed to keep the error small).
+        reason: Box<str>,
     },
     /// The node is not a UnixFS file (a directory, symlink or raw non-file).
     #[error("{cid} is not a UnixFS file ({kind})")]
@@ -49,7 +49,7 @@ pub enum Error {
         /// The node.
         cid: Cid,
         /// What it is instead.
-        kind: String,
+        kind: &'static str,
     },
     /// A read starts past the end of the file.
     #[error("offset {offset} is past the end of {cid} ({size} bytes)")]
@@ -116,7 +116,7 @@ impl Error {
     pub fn decode(cid: &Cid, reason: impl Into<String>) -> Self {
         Error::Decode {
             cid: *cid,
-            reason: reason.into(),
+            reason: reason.into().into_boxed_str(),
         }
     }
 }

@@ -49,7 +49,7 @@ pub fn decode_file_node(cid: &Cid, block: Vec<u8>) -> Result<FileNode> {
         other => {
             return Err(Error::NotAFile {
                 cid: *cid,
-                kind: other.name().to_string(),
+                kind: other.name(),
             });
         }
     }

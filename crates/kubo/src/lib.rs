@@ -12,7 +12,6 @@
 
 // `r3mes_ipfs::Error` (fixed by the `ContentStore` trait) carries CIDs inline and
 // is over 128 bytes; boxing it is that crate's decision, not this one's.
-#![allow(clippy::result_large_err)]
 #![warn(missing_docs)]
 
 pub mod addr;
