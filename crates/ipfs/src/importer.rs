@@ -123,46 +123,79 @@ pub struct Imported {
 }
 
 /// Imports everything `reader` yields.
+///
+/// Three stages run at once: a reader thread cuts chunks, hasher threads (one
+/// per core) turn chunks into leaves, and this thread puts leaves back in order,
+/// hands blocks to the sink and grows the tree. Bounded queues keep at most a
+/// few chunks per hasher in flight.
 pub fn import(
     reader: &mut (dyn Read + Send),
     params: &ImportParams,
     sink: &mut dyn BlockSink,
 ) -> Result<Imported> {
-    let workers = std::thread::available_parallelism()
+    let hashers = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .clamp(1, 8);
-    let batch_len = workers * 4;
     let keep_blocks = sink.wants_blocks();
     let mut tree = TreeBuilder::new(params);
+    let (chunk_tx, chunk_rx) = mpsc::sync_channel::<(u64, Vec<u8>)>(hashers * 2);
+    // Hashers share the queue of chunks.
+    let chunk_rx = std::sync::Mutex::new(chunk_rx);
 
     std::thread::scope(|scope| {
-        let (batch_tx, batch_rx) = mpsc::sync_channel::<Result<Vec<Vec<u8>>>>(1);
+        let (leaf_tx, leaf_rx) = mpsc::sync_channel::<(u64, Leaf, Option<Vec<u8>>)>(hashers * 2);
+        // Chunk buffers double as credits: the reader needs one per chunk and gets
+        // it back only when that chunk's leaf is consumed in order, so at most
+        // `in_flight` chunks exist whatever the file size or thread timing.
         let (recycle_tx, recycle_rx) = mpsc::channel::<Vec<u8>>();
+        let in_flight = hashers * 4;
+        for _ in 0..in_flight {
+            let _ = recycle_tx.send(Vec::new());
+        }
+        let (error_tx, error_rx) = mpsc::channel::<std::io::Error>();
         let chunk_size = params.chunk_size;
-        scope.spawn(move || read_batches(reader, chunk_size, batch_len, &batch_tx, &recycle_rx));
+        scope.spawn(move || read_chunks(reader, chunk_size, &chunk_tx, &recycle_rx, &error_tx));
 
-        let mut saw_any = false;
-        for batch in batch_rx {
-            let batch = batch?;
-            saw_any = true;
-            let leaves = hash_leaves(scope, batch, params, keep_blocks, workers);
-            for (leaf, chunk) in leaves {
+        let chunk_rx = &chunk_rx;
+        for _ in 0..hashers {
+            let leaf_tx = leaf_tx.clone();
+            scope.spawn(move || {
+                loop {
+                    let next = chunk_rx.lock().map_or(None, |rx| rx.recv().ok());
+                    let Some((index, chunk)) = next else { return };
+                    let (leaf, spare) = make_leaf(chunk, params, keep_blocks);
+                    if leaf_tx.send((index, leaf, spare)).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+        drop(leaf_tx);
+
+        // Leaves arrive in any order; put them back in file order.
+        let mut pending = std::collections::BTreeMap::new();
+        let mut next_index = 0u64;
+        for (index, leaf, spare) in leaf_rx {
+            pending.insert(index, (leaf, spare));
+            while let Some((leaf, spare)) = pending.remove(&next_index) {
+                next_index += 1;
+                let _ = recycle_tx.send(spare.unwrap_or_default());
                 if let Some(block) = leaf.block {
                     sink.put(&leaf.link.cid, block)?;
-                }
-                if let Some(chunk) = chunk {
-                    let _ = recycle_tx.send(chunk);
                 }
                 tree.push_leaf(leaf.link, sink)?;
             }
         }
-        if !saw_any {
+        if let Ok(error) = error_rx.try_recv() {
+            return Err(Error::io("reading input", error));
+        }
+        if next_index == 0 {
             // Kubo stores an empty file as one empty leaf.
-            let leaf = make_leaf(Vec::new(), params, true);
-            if let Some(block) = leaf.0.block {
-                sink.put(&leaf.0.link.cid, block)?;
+            let (leaf, _) = make_leaf(Vec::new(), params, true);
+            if let Some(block) = leaf.block {
+                sink.put(&leaf.link.cid, block)?;
             }
-            tree.push_leaf(leaf.0.link, sink)?;
+            tree.push_leaf(leaf.link, sink)?;
         }
         tree.finish(sink)
     })
@@ -177,46 +210,31 @@ pub fn import_bytes(
     import(&mut std::io::Cursor::new(data), params, sink)
 }
 
-/// Reads full chunks (the last may be short) in batches; sends an error and stops on a read failure.
-fn read_batches(
+/// Cuts the input into full chunks (the last may be short), numbered in order,
+/// each into a buffer taken from `recycled` (waiting for one when none is free).
+/// A read failure is reported on `errors` and ends the stream.
+fn read_chunks(
     reader: &mut (dyn Read + Send),
     chunk_size: usize,
-    batch_len: usize,
-    out: &mpsc::SyncSender<Result<Vec<Vec<u8>>>>,
+    out: &mpsc::SyncSender<(u64, Vec<u8>)>,
     recycled: &mpsc::Receiver<Vec<u8>>,
+    errors: &mpsc::Sender<std::io::Error>,
 ) {
-    loop {
-        let mut batch = Vec::with_capacity(batch_len);
-        let mut eof = false;
-        while batch.len() < batch_len {
-            let mut buf = recycled
-                .try_recv()
-                .unwrap_or_else(|_| Vec::with_capacity(chunk_size));
-            buf.resize(chunk_size, 0);
-            match read_full(reader, &mut buf) {
-                Ok(0) => {
-                    eof = true;
-                    break;
-                }
-                Ok(n) => {
-                    buf.truncate(n);
-                    batch.push(buf);
-                    if n < chunk_size {
-                        eof = true;
-                        break;
-                    }
-                }
-                Err(e) => {
-                    let _ = out.send(Err(Error::io("reading input", e)));
+    for index in 0.. {
+        let Ok(mut buf) = recycled.recv() else { return };
+        buf.resize(chunk_size, 0);
+        match read_full(reader, &mut buf) {
+            Ok(0) => return,
+            Ok(n) => {
+                buf.truncate(n);
+                if out.send((index, buf)).is_err() || n < chunk_size {
                     return;
                 }
             }
-        }
-        if !batch.is_empty() && out.send(Ok(batch)).is_err() {
-            return;
-        }
-        if eof {
-            return;
+            Err(e) => {
+                let _ = errors.send(e);
+                return;
+            }
         }
     }
 }
@@ -248,58 +266,6 @@ struct ChildLink {
 struct Leaf {
     link: ChildLink,
     block: Option<Vec<u8>>,
-}
-
-/// Hashes a batch of chunks on `workers` threads; returns leaves in order, each
-/// with the chunk buffer to recycle when the leaf did not take it.
-fn hash_leaves<'scope>(
-    scope: &'scope std::thread::Scope<'scope, '_>,
-    batch: Vec<Vec<u8>>,
-    params: &ImportParams,
-    keep_blocks: bool,
-    workers: usize,
-) -> Vec<(Leaf, Option<Vec<u8>>)> {
-    if workers <= 1 || batch.len() <= 1 {
-        return batch
-            .into_iter()
-            .map(|chunk| make_leaf(chunk, params, keep_blocks))
-            .collect();
-    }
-    let per_worker = batch.len().div_ceil(workers);
-    let mut groups: Vec<Vec<Vec<u8>>> = Vec::with_capacity(workers);
-    let mut rest = batch.into_iter();
-    loop {
-        let group: Vec<Vec<u8>> = rest.by_ref().take(per_worker).collect();
-        if group.is_empty() {
-            break;
-        }
-        groups.push(group);
-    }
-    let mut first = groups.remove(0);
-    let handles: Vec<_> = groups
-        .into_iter()
-        .map(|group| {
-            let params = params.clone();
-            scope.spawn(move || {
-                group
-                    .into_iter()
-                    .map(|c| make_leaf(c, &params, keep_blocks))
-                    .collect::<Vec<_>>()
-            })
-        })
-        .collect();
-    let mut out: Vec<_> = first
-        .drain(..)
-        .map(|c| make_leaf(c, params, keep_blocks))
-        .collect();
-    for handle in handles {
-        // A worker only hashes; it cannot panic short of an allocation failure.
-        match handle.join() {
-            Ok(leaves) => out.extend(leaves),
-            Err(panic) => std::panic::resume_unwind(panic),
-        }
-    }
-    out
 }
 
 /// Builds one leaf from a chunk. Returns the chunk buffer back when the leaf
