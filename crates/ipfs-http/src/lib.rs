@@ -29,7 +29,6 @@ pub mod api;
 mod daemon;
 mod error;
 pub mod gateway;
-pub mod plan;
 mod query;
 mod stream;
 

@@ -88,11 +88,93 @@ pub fn decode_file_node(cid: &Cid, block: Vec<u8>) -> Result<FileNode> {
     })
 }
 
+/// One block a range read fetches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PlannedBlock {
+    /// The block.
+    pub cid: Cid,
+    /// Its size in bytes.
+    pub size: u64,
+}
+
+/// The blocks a range read fetches, in fetch order (parents before children),
+/// known before any byte is read: what an HTTP answer announces in its headers,
+/// and what a trustless client needs to verify the range.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RangePlan {
+    /// Content size of the whole file.
+    pub file_size: u64,
+    /// First byte of the range (the offset, clamped to the file size).
+    pub start: u64,
+    /// One past the last byte of the range.
+    pub end: u64,
+    /// Blocks fetched: the root, then every node on the paths to the leaves
+    /// that overlap `[start, end)`.
+    pub blocks: Vec<PlannedBlock>,
+}
+
+impl RangePlan {
+    /// Bytes the read yields.
+    pub fn len(&self) -> u64 {
+        self.end - self.start
+    }
+
+    /// Whether the read yields no bytes.
+    pub fn is_empty(&self) -> bool {
+        self.start == self.end
+    }
+
+    /// What the read costs, as [`RangeReader::stats`] reports it.
+    pub fn stats(&self) -> ReadStats {
+        ReadStats {
+            blocks: self.blocks.len() as u64,
+            bytes: self.blocks.iter().map(|b| b.size).sum(),
+        }
+    }
+}
+
+/// Plans the read of `length` bytes (to the end when `None`) from `offset`:
+/// the same walk as [`RangeReader::read`] with the same checks, but dag-pb
+/// nodes are read without hashing and raw leaves are only sized, since the
+/// blocks are verified when they are actually read. An offset past the end
+/// plans an empty read (the root only), as Kubo's `cat` answers it.
+pub fn plan_range(
+    store: &dyn BlockStore,
+    cid: &Cid,
+    offset: u64,
+    length: Option<u64>,
+) -> Result<RangePlan> {
+    let mut walker = RangeReader {
+        store,
+        stats: ReadStats::default(),
+        recorded: None,
+        planned: Some(Vec::new()),
+    };
+    let root = walker.fetch(cid)?;
+    let file_size = root.size;
+    let start = offset.min(file_size);
+    let end = match length {
+        Some(len) => start.saturating_add(len).min(file_size),
+        None => file_size,
+    };
+    if end > start {
+        walker.walk(cid, root, start, end, &mut std::io::sink(), 0)?;
+    }
+    Ok(RangePlan {
+        file_size,
+        start,
+        end,
+        blocks: walker.planned.unwrap_or_default(),
+    })
+}
+
 /// Reads bytes of a UnixFS file from a block store, counting what it fetched.
 pub struct RangeReader<'a> {
     store: &'a dyn BlockStore,
     stats: ReadStats,
     recorded: Option<Vec<(Cid, Vec<u8>)>>,
+    /// `Some` when planning: blocks are listed, not verified or written.
+    planned: Option<Vec<PlannedBlock>>,
 }
 
 impl<'a> RangeReader<'a> {
@@ -102,6 +184,7 @@ impl<'a> RangeReader<'a> {
             store,
             stats: ReadStats::default(),
             recorded: None,
+            planned: None,
         }
     }
 
@@ -109,9 +192,8 @@ impl<'a> RangeReader<'a> {
     /// before children): the blocks a trustless client needs to verify the range.
     pub fn recording(store: &'a dyn BlockStore) -> Self {
         Self {
-            store,
-            stats: ReadStats::default(),
             recorded: Some(Vec::new()),
+            ..Self::new(store)
         }
     }
 
@@ -126,7 +208,38 @@ impl<'a> RangeReader<'a> {
     }
 
     fn fetch(&mut self, cid: &Cid) -> Result<FileNode> {
-        let block = self.store.get(cid)?;
+        let block = match &mut self.planned {
+            None => self.store.get(cid)?,
+            Some(planned) => {
+                if cid.codec() == cids::RAW && !cids::is_inline(cid) {
+                    // A raw leaf has no children: its size is all the plan needs.
+                    let size = self
+                        .store
+                        .block_size(cid)?
+                        .ok_or(Error::BlockNotFound(*cid))?;
+                    planned.push(PlannedBlock { cid: *cid, size });
+                    self.stats.blocks += 1;
+                    self.stats.bytes += size;
+                    return Ok(FileNode {
+                        data: Vec::new(),
+                        children: Vec::new(),
+                        size,
+                    });
+                }
+                let block = if cids::is_inline(cid) {
+                    cid.hash().digest().to_vec()
+                } else {
+                    self.store
+                        .get_unverified(cid)?
+                        .ok_or(Error::BlockNotFound(*cid))?
+                };
+                planned.push(PlannedBlock {
+                    cid: *cid,
+                    size: block.len() as u64,
+                });
+                block
+            }
+        };
         self.stats.blocks += 1;
         self.stats.bytes += block.len() as u64;
         if let Some(recorded) = &mut self.recorded {
@@ -164,12 +277,13 @@ impl<'a> RangeReader<'a> {
         if end == offset {
             return Ok(0);
         }
-        self.read_node(cid, root, offset, end, out, 0)?;
+        self.walk(cid, root, offset, end, out, 0)?;
         Ok(end - offset)
     }
 
-    /// Writes the bytes of `[start, end)` (relative to this node) to `out`.
-    fn read_node(
+    /// Writes the bytes of `[start, end)` (relative to this node) to `out`,
+    /// fetching the children that overlap it.
+    fn walk(
         &mut self,
         cid: &Cid,
         node: FileNode,
@@ -207,7 +321,7 @@ impl<'a> RangeReader<'a> {
                 }
                 let s = start.saturating_sub(child_start);
                 let e = end.min(child_end) - child_start;
-                self.read_node(&child_cid, child, s, e, out, depth + 1)?;
+                self.walk(&child_cid, child, s, e, out, depth + 1)?;
             }
             if child_end >= end {
                 break;

@@ -15,9 +15,9 @@ use super::{
     ApiError, ApiResult, X_CONTENT_LENGTH, X_R3MES_BLOCKS, X_R3MES_BYTES, blocking, cid_arg,
     cid_args, count, flag, json, json_line, ndjson,
 };
-use crate::plan::{RangePlan, plan_range};
 use crate::query::QueryPairs;
 use crate::stream::stream_body;
+use r3mes_ipfs::reader::{RangePlan, plan_range};
 
 /// `cat`: streams a file's bytes, or a range of them (`offset`, `length`).
 /// Several arguments are read one after the other, the range applying to the

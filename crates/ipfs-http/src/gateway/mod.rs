@@ -35,13 +35,13 @@ use r3mes_ipfs::car::CarWriter;
 use r3mes_ipfs::reader::{decode_file_node, walk_dag};
 use r3mes_ipfs::{Cid, Repo, cids};
 
-use crate::plan::plan_range;
 use crate::query::QueryPairs;
 use crate::stream::stream_body;
 use negotiate::{
     CAR_CONTENT_TYPE, CarRequest, DagScope, Format, HttpRange, RAW_TYPE, Refusal, Resolved,
     http_range, negotiate,
 };
+use r3mes_ipfs::reader::plan_range;
 
 /// `Cache-Control` of every answer under `/ipfs/` (immutable content).
 pub const IMMUTABLE: &str = "public, max-age=29030400, immutable";
