@@ -29,7 +29,7 @@ pub mod api;
 mod daemon;
 mod error;
 pub mod gateway;
-mod query;
+pub mod query;
 mod stream;
 
 pub use daemon::{Daemon, DaemonConfig, DaemonHandle};

@@ -21,15 +21,23 @@ use r3mes_kubo::{KuboClient, SidecarError};
 const HELPER_ENV: &str = "R3MES_KUBO_TEST_LAUNCHER_HOME";
 
 /// Three distinct free ports, found while all three are held.
+/// Three free ports below the kernel's ephemeral range (32768 and up), handed
+/// out once each in this process: a port another test gets from `bind(0)`, or
+/// one released by a finished test, can never be given out here again.
 fn free_ports() -> Ports {
-    let listeners: Vec<TcpListener> = (0..3)
-        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
-        .collect();
-    let port = |i: usize| listeners[i].local_addr().unwrap().port();
+    static NEXT: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
+    let base = 20_000 + (std::process::id() % 1000) as u16 * 10;
+    let mut next = || loop {
+        let offset = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let port = base + offset % 2_700;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    };
     Ports {
-        api: port(0),
-        gateway: port(1),
-        swarm: port(2),
+        api: next(),
+        gateway: next(),
+        swarm: next(),
     }
 }
 
@@ -252,9 +260,11 @@ async fn stale_pid_file_after_sigkill() {
 
 #[tokio::test]
 async fn busy_ports_are_reported_before_starting() {
-    let fx = Fixture::new();
-    let sidecar = fx.sidecar();
     for role in ["API", "gateway", "swarm"] {
+        // Fresh ports for each case: a port released by the previous case may
+        // be taken by a test running in parallel, and would be reported first.
+        let fx = Fixture::new();
+        let sidecar = fx.sidecar();
         let port = match role {
             "API" => fx.config.ports.api,
             "gateway" => fx.config.ports.gateway,
