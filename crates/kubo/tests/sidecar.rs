@@ -27,7 +27,7 @@ const HELPER_ENV: &str = "R3MES_KUBO_TEST_LAUNCHER_HOME";
 fn free_ports() -> Ports {
     static NEXT: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
     let base = 20_000 + (std::process::id() % 1000) as u16 * 10;
-    let mut next = || loop {
+    let next = || loop {
         let offset = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let port = base + offset % 2_700;
         if TcpListener::bind(("127.0.0.1", port)).is_ok() {
