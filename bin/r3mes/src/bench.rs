@@ -12,6 +12,8 @@ use r3mes_ipfs::bench::{BenchConfig, BenchReport, run};
 pub enum BenchCommand {
     /// Content layer: add --only-hash, durable add, peak memory, range-read fetches.
     Ipfs(IpfsBench),
+    /// Gradient formats: flatten throughput, pickle+gzip against the seed's Python path, indexed lookups.
+    Gradient(crate::bench_gradient::GradientBench),
 }
 
 #[derive(Args)]
@@ -51,11 +53,12 @@ pub struct IpfsBench {
 pub fn run_bench(command: BenchCommand) -> Result<()> {
     match command {
         BenchCommand::Ipfs(args) => ipfs(args),
+        BenchCommand::Gradient(args) => crate::bench_gradient::run(args),
     }
 }
 
 /// Seconds a command takes.
-fn time_command(program: &std::path::Path, args: &[&std::path::Path]) -> Result<f64> {
+pub(crate) fn time_command(program: &std::path::Path, args: &[&std::path::Path]) -> Result<f64> {
     let start = Instant::now();
     let status = Command::new(program)
         .args(args)
@@ -125,7 +128,7 @@ fn ipfs(args: IpfsBench) -> Result<()> {
 }
 
 /// The shortest of `runs` timings.
-fn best_time(runs: u32, mut time: impl FnMut() -> Result<f64>) -> Result<f64> {
+pub(crate) fn best_time(runs: u32, mut time: impl FnMut() -> Result<f64>) -> Result<f64> {
     let mut best = time()?;
     for _ in 1..runs {
         best = best.min(time()?);

@@ -2,6 +2,8 @@
 //! Errors print as `error: <what failed>: <why>` with a non-zero exit code.
 
 mod bench;
+mod bench_gradient;
+mod gradient;
 mod ipfs;
 
 use clap::{Parser, Subcommand};
@@ -19,6 +21,9 @@ enum Command {
     /// The IPFS content layer: add, cat, pins, GC, CAR, daemon, sidecar.
     #[command(subcommand)]
     Ipfs(ipfs::IpfsCommand),
+    /// Gradient files: inspect, decode (flatten), convert.
+    #[command(subcommand)]
+    Gradient(gradient::GradientCommand),
     /// Measure performance figures (the README's table).
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -36,6 +41,7 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Ipfs(cmd) => ipfs::run(cmd),
         Command::Bench(cmd) => bench::run_bench(cmd),
+        Command::Gradient(cmd) => gradient::run(cmd),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
