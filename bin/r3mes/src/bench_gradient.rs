@@ -121,7 +121,47 @@ fn measure(args: &GradientBench, scratch: &Path) -> Result<()> {
             Some(e) => anyhow::ensure!(e == &flat, "protobuf and safetensors flatten differently"),
         }
     }
+    indexed_lookup(&gradient, &limits, expected.as_deref().unwrap_or_default())?;
     pickle_side_by_side(args, scratch, &gradient, &limits)
+}
+
+/// Reads 3 elements of the protobuf file through `GradientIndex`, as a
+/// validator would with range reads: header prefix first, then only the
+/// elements' bytes. Counts every byte taken from the file.
+fn indexed_lookup(gradient: &Gradient, limits: &Limits, flat: &[f64]) -> Result<()> {
+    use r3mes_tensor::index::IndexOrNeedMore;
+    let file = r3mes_tensor::encode(gradient, Format::Protobuf)?;
+    let len = file.len() as u64;
+    let mut read = 0u64;
+    let mut prefix = 4096u64.min(len);
+    let index = loop {
+        let bytes = &file[..prefix as usize];
+        match r3mes_tensor::GradientIndex::from_prefix(bytes, len, limits)? {
+            IndexOrNeedMore::Index(index) => {
+                read += prefix;
+                break index;
+            }
+            IndexOrNeedMore::NeedMore(n) => prefix = n,
+        }
+    };
+    let last = index.elements() - 1;
+    let wanted = [5, last / 2, last];
+    let values = index.read_values(&wanted, Order::Canonical, |range| {
+        read += range.end - range.start;
+        Ok(file[range.start as usize..range.end as usize].to_vec())
+    })?;
+    for (i, v) in wanted.iter().zip(&values) {
+        anyhow::ensure!(
+            flat[*i as usize].to_bits() == v.to_bits(),
+            "index {i}: lookup disagrees with flatten"
+        );
+    }
+    println!(
+        "indexed lookup of 3 elements in a {len}-byte protobuf file: {read} bytes read (header {} + 3 x 4), {:.5}% of the file",
+        index.header_len(),
+        read as f64 * 100.0 / len as f64
+    );
+    Ok(())
 }
 
 /// Python that writes the seed's pickle+gzip of the tensors in `raw`/`names`.
