@@ -4,7 +4,7 @@
 //! - `flatten` (decode + canonical flatten) of protobuf and safetensors, MB/s of file;
 //! - pickle+gzip decode + flatten + `json.dumps`, ours against the seed's Python
 //!   path (`pickle.loads(gzip.decompress(...))`, flatten, `json.dumps`, in a
-//!   `python3` that has numpy), side by side;
+//!   `python3` that has numpy), side by side, both printing the JSON to /dev/null;
 //! - an element lookup through the header index: bytes read.
 
 use std::path::{Path, PathBuf};
@@ -203,8 +203,25 @@ def walk(x, out):
 flat = []
 walk(data, flat)
 text = json.dumps(flat)
+with open('/dev/null', 'w') as sink:
+    sink.write(text)
 print(time.perf_counter() - start, len(text))
 "#;
+
+/// A writer that counts what passes through to the one it wraps.
+struct CountingSink<W>(usize, W);
+
+impl<W: std::io::Write> std::io::Write for CountingSink<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.1.write(buf)?;
+        self.0 += n;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.1.flush()
+    }
+}
 
 fn pickle_side_by_side(
     args: &GradientBench,
@@ -247,10 +264,16 @@ fn pickle_side_by_side(
     anyhow::ensure!(status.success(), "python could not write the pickle");
     let file = std::fs::read(&pickled)?;
 
+    // Both sides print the JSON (the seed's helper printed it for the Go keeper), here to /dev/null.
     let mut ours_len = 0;
     let ours = best(args.runs, || {
         let decoded = r3mes_tensor::decode(&file, None, limits)?;
-        ours_len = pyjson::dumps_floats(&flatten(&decoded, Order::File)).len();
+        let mut counter = CountingSink(
+            0,
+            std::fs::OpenOptions::new().write(true).open("/dev/null")?,
+        );
+        pyjson::dump_floats_to(&flatten(&decoded, Order::File), &mut counter)?;
+        ours_len = counter.0;
         Ok(())
     })?;
     let mut inside = f64::INFINITY;

@@ -144,7 +144,8 @@ fn decode(args: DecodeArgs) -> Result<()> {
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     if args.json {
-        writeln!(out, "{}", pyjson::dumps_floats(&values))?;
+        pyjson::dump_floats_to(&values, &mut out)?;
+        writeln!(out)?;
     } else {
         for v in &values {
             writeln!(out, "{}", pyjson::float_repr(*v))?;

@@ -7,27 +7,9 @@
 //! digits as CPython's `repr` (David Gay's algorithm), including rounding an
 //! exact tie to even; only the layout differs, and that is redone here.
 
-/// `json.dumps(list_of_floats)`. Large lists are formatted on every core.
+/// `json.dumps(list_of_floats)`.
 pub fn dumps_floats(values: &[f64]) -> String {
-    const PER_THREAD_MIN: usize = 1 << 18;
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .clamp(1, 8);
-    let parts: Vec<String> = if values.len() < 2 * PER_THREAD_MIN || threads == 1 {
-        vec![join(values)]
-    } else {
-        let per = values.len().div_ceil(threads);
-        std::thread::scope(|scope| {
-            let handles: Vec<_> = values
-                .chunks(per)
-                .map(|chunk| scope.spawn(move || join(chunk)))
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-                .collect()
-        })
-    };
+    let parts = format_parts(values);
     let mut out =
         String::with_capacity(parts.iter().map(String::len).sum::<usize>() + 2 * parts.len() + 2);
     out.push('[');
@@ -41,29 +23,59 @@ pub fn dumps_floats(values: &[f64]) -> String {
     out
 }
 
+/// Writes `json.dumps(list_of_floats)` to `out` without building the whole
+/// string (what `decode --json` prints).
+pub fn dump_floats_to(values: &[f64], out: &mut impl std::io::Write) -> std::io::Result<()> {
+    out.write_all(b"[")?;
+    for (i, part) in format_parts(values).iter().enumerate() {
+        if i > 0 {
+            out.write_all(b", ")?;
+        }
+        out.write_all(part.as_bytes())?;
+    }
+    out.write_all(b"]")
+}
+
+/// The items, `", "`-separated, in consecutive parts formatted on every core.
+fn format_parts(values: &[f64]) -> Vec<String> {
+    const PER_THREAD_MIN: usize = 1 << 18;
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, 8);
+    if values.len() < 2 * PER_THREAD_MIN || threads == 1 {
+        return vec![join(values)];
+    }
+    let per = values.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = values
+            .chunks(per)
+            .map(|chunk| scope.spawn(move || join(chunk)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    })
+}
+
 /// The items of a list, `", "`-separated, without brackets.
 fn join(values: &[f64]) -> String {
-    let mut out = Vec::with_capacity(values.len() * 22);
+    let mut out = String::with_capacity(values.len() * 22);
     let mut buffer = ryu::Buffer::new();
     for (i, v) in values.iter().enumerate() {
         if i > 0 {
-            out.extend_from_slice(b", ");
+            out.push_str(", ");
         }
         write_repr(&mut out, &mut buffer, *v);
     }
-    ascii(out)
-}
-
-/// The output is ASCII by construction; the check costs one pass.
-fn ascii(bytes: Vec<u8>) -> String {
-    String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+    out
 }
 
 /// `json.dumps(x)` of one float: Python's `float.__repr__` for finite values.
 pub fn float_repr(v: f64) -> String {
-    let mut out = Vec::with_capacity(24);
+    let mut out = String::with_capacity(24);
     write_repr(&mut out, &mut ryu::Buffer::new(), v);
-    ascii(out)
+    out
 }
 
 /// Appends the repr of `v` to `out`, without allocating.
@@ -73,34 +85,35 @@ pub fn float_repr(v: f64) -> String {
 /// scientific otherwise (`1.5e-7`). Python switches to scientific one decade
 /// earlier (below 1e-4) and writes exponents with a sign and two digits
 /// (`1.5e-07`, `1e+16`); only those cases are rewritten.
-fn write_repr(out: &mut Vec<u8>, buffer: &mut ryu::Buffer, v: f64) {
+fn write_repr(out: &mut String, buffer: &mut ryu::Buffer, v: f64) {
     if v.is_nan() {
-        out.extend_from_slice(b"NaN");
+        out.push_str("NaN");
         return;
     }
     if v.is_infinite() {
-        out.extend_from_slice(if v > 0.0 { b"Infinity" } else { b"-Infinity" });
+        out.push_str(if v > 0.0 { "Infinity" } else { "-Infinity" });
         return;
     }
-    let text = buffer.format_finite(v).as_bytes();
-    let (sign, body) = match text.split_first() {
-        Some((b'-', rest)) => (&text[..1], rest),
-        _ => (&text[..0], text),
+    let text = buffer.format_finite(v);
+    let (sign, body) = match text.strip_prefix('-') {
+        Some(rest) => ("-", rest),
+        None => ("", text),
     };
-    out.extend_from_slice(sign);
-    if let Some(at) = body.iter().position(|b| *b == b'e') {
-        out.extend_from_slice(&body[..at]);
-        push_exponent(out, parse_exponent(&body[at + 1..]));
-    } else if let Some((first, rest)) = body.strip_prefix(b"0.0000").and_then(<[u8]>::split_first) {
+    out.push_str(sign);
+    if let Some((mantissa, exponent)) = body.split_once('e') {
+        out.push_str(mantissa);
+        push_exponent(out, parse_exponent(exponent.as_bytes()));
+    } else if let Some(digits) = body.strip_prefix("0.0000").filter(|d| !d.is_empty()) {
         // 1e-5 <= |v| < 1e-4: d.ddd e-05 in Python.
-        out.push(*first);
+        let (first, rest) = digits.split_at(1);
+        out.push_str(first);
         if !rest.is_empty() {
-            out.push(b'.');
-            out.extend_from_slice(rest);
+            out.push('.');
+            out.push_str(rest);
         }
         push_exponent(out, -5);
     } else {
-        out.extend_from_slice(body);
+        out.push_str(body);
     }
 }
 
@@ -117,15 +130,28 @@ fn parse_exponent(text: &[u8]) -> i32 {
 }
 
 /// `e-07`, `e+16`, `e-324`: a sign and at least two digits, as Python writes them.
-fn push_exponent(out: &mut Vec<u8>, exponent: i32) {
-    out.push(b'e');
-    out.push(if exponent < 0 { b'-' } else { b'+' });
+fn push_exponent(out: &mut String, exponent: i32) {
+    out.push('e');
+    out.push(if exponent < 0 { '-' } else { '+' });
     let magnitude = exponent.unsigned_abs();
-    if magnitude >= 100 {
-        out.push(b'0' + (magnitude / 100) as u8);
+    if magnitude < 10 {
+        out.push('0');
     }
-    out.push(b'0' + (magnitude / 10 % 10) as u8);
-    out.push(b'0' + (magnitude % 10) as u8);
+    // At most 3 digits: |exponent| <= 324.
+    let mut digits = [0u8; 3];
+    let mut n = 0;
+    let mut rest = magnitude;
+    loop {
+        digits[n] = b'0' + (rest % 10) as u8;
+        n += 1;
+        rest /= 10;
+        if rest == 0 || n == digits.len() {
+            break;
+        }
+    }
+    for d in digits[..n].iter().rev() {
+        out.push(char::from(*d));
+    }
 }
 
 #[cfg(test)]
@@ -178,5 +204,8 @@ mod tests {
         let values: Vec<f64> = (0..600_000).map(|i| f64::from(i) * 0.37 - 1e5).collect();
         let serial = format!("[{}]", join(&values));
         assert_eq!(dumps_floats(&values), serial);
+        let mut streamed = Vec::new();
+        dump_floats_to(&values, &mut streamed).unwrap();
+        assert_eq!(streamed, serial.as_bytes());
     }
 }
