@@ -35,6 +35,20 @@ impl Default for Limits {
 }
 
 impl Limits {
+    /// Small limits for fuzzing and property tests: a decoder under them
+    /// allocates at most a few MiB whatever the input.
+    pub fn tight() -> Self {
+        Self {
+            max_decompressed_bytes: 1 << 20,
+            max_elements: 1 << 20,
+            max_depth: 32,
+            max_memo_entries: 1 << 12,
+            max_string_bytes: 1 << 16,
+            max_tensors: 256,
+            max_header_bytes: 1 << 16,
+        }
+    }
+
     /// Fails with [`crate::Error::Limit`] when `value > limit`.
     pub fn check(what: &'static str, value: u64, limit: u64) -> crate::Result<()> {
         if value > limit {

@@ -9,17 +9,6 @@ use libfuzzer_sys::fuzz_target;
 use r3mes_tensor::index::IndexOrNeedMore;
 use r3mes_tensor::{Format, GradientIndex, Limits, Order, flatten, protobuf, safetensors_io};
 
-fn limits() -> Limits {
-    Limits {
-        max_decompressed_bytes: 1 << 20,
-        max_elements: 1 << 20,
-        max_depth: 32,
-        max_memo_entries: 1 << 12,
-        max_string_bytes: 1 << 16,
-        max_tensors: 256,
-        max_header_bytes: 1 << 16,
-    }
-}
 
 fuzz_target!(|data: &[u8]| {
     let Some((&fraction, file)) = data.split_first() else {
@@ -27,7 +16,7 @@ fuzz_target!(|data: &[u8]| {
     };
     let len = file.len() as u64;
     let cut = file.len() * usize::from(fraction) / 255;
-    let index = match GradientIndex::from_prefix(&file[..cut], len, &limits()) {
+    let index = match GradientIndex::from_prefix(&file[..cut], len, &Limits::tight()) {
         Ok(IndexOrNeedMore::Index(index)) => index,
         Ok(IndexOrNeedMore::NeedMore(n)) => {
             assert!(
@@ -41,8 +30,8 @@ fuzz_target!(|data: &[u8]| {
     assert!(index.header_len() <= cut as u64);
     assert_eq!(index.file_len(), len);
     let gradient = match index.format() {
-        Format::Protobuf => protobuf::decode(file, &limits()),
-        Format::Safetensors => safetensors_io::decode(file, &limits()),
+        Format::Protobuf => protobuf::decode(file, &Limits::tight()),
+        Format::Safetensors => safetensors_io::decode(file, &Limits::tight()),
         other => panic!("index of a {other:?} file"),
     }
     .expect("a file whose header indexes decodes");

@@ -7,20 +7,9 @@
 use libfuzzer_sys::fuzz_target;
 use r3mes_tensor::{Limits, Order, flatten, legacy, protobuf};
 
-fn limits() -> Limits {
-    Limits {
-        max_decompressed_bytes: 1 << 20,
-        max_elements: 1 << 20,
-        max_depth: 32,
-        max_memo_entries: 1 << 12,
-        max_string_bytes: 1 << 16,
-        max_tensors: 256,
-        max_header_bytes: 1 << 16,
-    }
-}
 
 fuzz_target!(|data: &[u8]| {
-    if let Ok(gradient) = legacy::decode(data, &limits()) {
+    if let Ok(gradient) = legacy::decode(data, &Limits::tight()) {
         let converted = protobuf::encode(&gradient).expect("a decoded gradient encodes");
         let again =
             protobuf::decode(&converted, &Limits::default()).expect("a converted gradient decodes");
