@@ -1,0 +1,354 @@
+//! secp256k1 keys, ECDSA signatures and `remes` bech32 addresses.
+//!
+//! - Secret keys are 32 big-endian bytes taken as the scalar itself (no
+//!   derivation, no randomness here: callers bring their own entropy).
+//! - Public keys are 33-byte SEC1 compressed points.
+//! - Signatures are ECDSA with digest SHA-256(message), RFC 6979
+//!   deterministic nonces, encoded as 64 bytes r || s, always low-S;
+//!   verification rejects high-S signatures (malleability).
+//! - Addresses are bech32 (BIP 173, not bech32m) with the human-readable
+//!   part `remes` over ripemd160(sha256(compressed public key)).
+
+use std::fmt;
+use std::str::FromStr;
+
+use bech32::primitives::decode::{CheckedHrpstring, CheckedHrpstringError};
+use bech32::{Bech32, Hrp};
+use k256::ecdsa::signature::hazmat::{PrehashSigner, PrehashVerifier};
+use k256::ecdsa::{SigningKey, VerifyingKey};
+use ripemd::Ripemd160;
+use sha2::{Digest, Sha256};
+
+use crate::{Error, Result};
+
+/// The bech32 human-readable part of r3mes addresses.
+pub const ADDRESS_HRP: &str = "remes";
+/// Length of a compressed public key.
+pub const PUBLIC_KEY_LEN: usize = 33;
+/// Length of an encoded signature (r || s).
+pub const SIGNATURE_LEN: usize = 64;
+/// Length of an address payload.
+pub const ADDRESS_LEN: usize = 20;
+
+/// SHA-256 of `data`.
+pub fn sha256(data: &[u8]) -> [u8; 32] {
+    Sha256::digest(data).into()
+}
+
+/// A secp256k1 secret key.
+#[derive(Clone)]
+pub struct SecretKey(SigningKey);
+
+impl fmt::Debug for SecretKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SecretKey(..)")
+    }
+}
+
+impl SecretKey {
+    /// The key whose scalar is `bytes` (big-endian). Fails with
+    /// [`Error::InvalidSecretKey`] if the scalar is zero or not below the
+    /// curve order.
+    pub fn from_bytes(bytes: &[u8; 32]) -> Result<Self> {
+        SigningKey::from_slice(bytes)
+            .map(SecretKey)
+            .map_err(|_| Error::InvalidSecretKey)
+    }
+
+    /// The scalar's 32 big-endian bytes.
+    pub fn to_bytes(&self) -> [u8; 32] {
+        self.0.to_bytes().into()
+    }
+
+    /// The matching public key.
+    pub fn public_key(&self) -> PublicKey {
+        PublicKey::from_verifying_key(*self.0.verifying_key())
+    }
+
+    /// Signs `message`: ECDSA over SHA-256(`message`), low-S.
+    pub fn sign(&self, message: &[u8]) -> Result<Signature> {
+        let digest = sha256(message);
+        let sig: k256::ecdsa::Signature = self
+            .0
+            .sign_prehash(&digest)
+            .map_err(|_| Error::SigningFailed)?;
+        let sig = sig.normalize_s();
+        Ok(Signature(sig.to_bytes().into()))
+    }
+}
+
+/// A secp256k1 public key, always a valid curve point, kept compressed.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct PublicKey {
+    compressed: [u8; PUBLIC_KEY_LEN],
+    key: VerifyingKey,
+}
+
+impl fmt::Debug for PublicKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PublicKey({})", hex_lower(&self.compressed))
+    }
+}
+
+impl PublicKey {
+    fn from_verifying_key(key: VerifyingKey) -> Self {
+        let mut compressed = [0u8; PUBLIC_KEY_LEN];
+        compressed.copy_from_slice(key.to_sec1_point(true).as_bytes());
+        PublicKey { compressed, key }
+    }
+
+    /// Parses a 33-byte SEC1 compressed point. Uncompressed (65-byte) and
+    /// off-curve inputs fail with [`Error::MalformedPublicKey`].
+    pub fn from_compressed(bytes: &[u8]) -> Result<Self> {
+        if bytes.len() != PUBLIC_KEY_LEN {
+            return Err(Error::MalformedPublicKey(format!(
+                "{} bytes, expected {PUBLIC_KEY_LEN}",
+                bytes.len()
+            )));
+        }
+        if bytes[0] != 0x02 && bytes[0] != 0x03 {
+            return Err(Error::MalformedPublicKey(format!(
+                "prefix byte {:#04x}, expected 0x02 or 0x03",
+                bytes[0]
+            )));
+        }
+        let key = VerifyingKey::from_sec1_bytes(bytes)
+            .map_err(|_| Error::MalformedPublicKey("not a point on secp256k1".into()))?;
+        Ok(Self::from_verifying_key(key))
+    }
+
+    /// The 33 compressed bytes.
+    pub fn to_bytes(&self) -> [u8; PUBLIC_KEY_LEN] {
+        self.compressed
+    }
+
+    /// The account address of this key.
+    pub fn address(&self) -> Address {
+        let sha = sha256(&self.compressed);
+        Address(Ripemd160::digest(sha).into())
+    }
+
+    /// Verifies `signature` over `message` (digest SHA-256(`message`)).
+    /// High-S signatures fail with [`Error::HighS`]; a malformed r or s with
+    /// [`Error::MalformedSignature`]; a wrong one with [`Error::BadSignature`].
+    pub fn verify(&self, message: &[u8], signature: &Signature) -> Result<()> {
+        let sig = k256::ecdsa::Signature::from_slice(&signature.0)
+            .map_err(|_| Error::MalformedSignature("r or s is zero or not below n".into()))?;
+        if sig.normalize_s() != sig {
+            return Err(Error::HighS);
+        }
+        self.key
+            .verify_prehash(&sha256(message), &sig)
+            .map_err(|_| Error::BadSignature)
+    }
+}
+
+/// A 64-byte ECDSA signature r || s (validity is checked on verification).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Signature(pub [u8; SIGNATURE_LEN]);
+
+impl fmt::Debug for Signature {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Signature({})", hex_lower(&self.0))
+    }
+}
+
+impl Signature {
+    /// Takes exactly 64 bytes; other lengths fail with
+    /// [`Error::MalformedSignature`].
+    pub fn from_slice(bytes: &[u8]) -> Result<Self> {
+        let arr: [u8; SIGNATURE_LEN] = bytes.try_into().map_err(|_| {
+            Error::MalformedSignature(format!("{} bytes, expected {SIGNATURE_LEN}", bytes.len()))
+        })?;
+        Ok(Signature(arr))
+    }
+}
+
+/// An account address: ripemd160(sha256(compressed public key)). Displays as
+/// lower-case bech32 with prefix `remes`.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Address(pub [u8; ADDRESS_LEN]);
+
+impl Address {
+    /// The 20 payload bytes.
+    pub fn as_bytes(&self) -> &[u8; ADDRESS_LEN] {
+        &self.0
+    }
+
+    /// Parses a bech32 `remes` address. All-upper-case input is accepted
+    /// (BIP 173); mixed case, bech32m, a wrong prefix, a payload other than
+    /// 20 bytes or non-zero padding are rejected with distinct errors.
+    pub fn parse(s: &str) -> Result<Self> {
+        let has_upper = s.bytes().any(|b| b.is_ascii_uppercase());
+        let has_lower = s.bytes().any(|b| b.is_ascii_lowercase());
+        if has_upper && has_lower {
+            return Err(Error::AddressMixedCase);
+        }
+        let checked = CheckedHrpstring::new::<Bech32>(s).map_err(|e| match e {
+            CheckedHrpstringError::Checksum(_) => Error::AddressBadChecksum,
+            other => Error::AddressMalformed(other.to_string()),
+        })?;
+        let hrp = checked.hrp().to_lowercase();
+        if hrp != ADDRESS_HRP {
+            return Err(Error::AddressWrongHrp { found: hrp });
+        }
+        checked
+            .validate_segwit_padding()
+            .map_err(|e| Error::AddressMalformed(e.to_string()))?;
+        let payload: Vec<u8> = checked.byte_iter().collect();
+        let arr: [u8; ADDRESS_LEN] = payload
+            .as_slice()
+            .try_into()
+            .map_err(|_| Error::AddressWrongLength { len: payload.len() })?;
+        Ok(Address(arr))
+    }
+}
+
+impl fmt::Display for Address {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let hrp = Hrp::parse_unchecked(ADDRESS_HRP);
+        bech32::encode_lower_to_fmt::<Bech32, _>(f, hrp, &self.0).map_err(|_| fmt::Error)
+    }
+}
+
+impl fmt::Debug for Address {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Address({self})")
+    }
+}
+
+impl FromStr for Address {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        Address::parse(s)
+    }
+}
+
+fn hex_lower(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0x0f)]));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bech32::Bech32m;
+
+    const ORDER: [u8; 32] = [
+        0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+        0xfe, 0xba, 0xae, 0xdc, 0xe6, 0xaf, 0x48, 0xa0, 0x3b, 0xbf, 0xd2, 0x5e, 0x8c, 0xd0, 0x36,
+        0x41, 0x41,
+    ];
+
+    fn key(b: u8) -> SecretKey {
+        SecretKey::from_bytes(&[b; 32]).unwrap()
+    }
+
+    /// n - s, big-endian.
+    fn negate_s(sig: &Signature) -> Signature {
+        let mut out = sig.0;
+        let mut borrow = 0i16;
+        for i in (0..32).rev() {
+            let d = i16::from(ORDER[i]) - i16::from(sig.0[32 + i]) - borrow;
+            borrow = i16::from(d < 0);
+            out[32 + i] = d.rem_euclid(256) as u8;
+        }
+        Signature(out)
+    }
+
+    #[test]
+    fn secret_key_rejects_zero_and_order() {
+        assert_eq!(
+            SecretKey::from_bytes(&[0; 32]).unwrap_err(),
+            Error::InvalidSecretKey
+        );
+        assert_eq!(
+            SecretKey::from_bytes(&ORDER).unwrap_err(),
+            Error::InvalidSecretKey
+        );
+        assert_eq!(key(7).to_bytes(), [7; 32]);
+    }
+
+    #[test]
+    fn sign_verify_and_reject() {
+        let sk = key(3);
+        let pk = sk.public_key();
+        let sig = sk.sign(b"hello").unwrap();
+        pk.verify(b"hello", &sig).unwrap();
+        assert_eq!(pk.verify(b"hellO", &sig).unwrap_err(), Error::BadSignature);
+        assert_eq!(
+            key(4).public_key().verify(b"hello", &sig).unwrap_err(),
+            Error::BadSignature
+        );
+        let high = negate_s(&sig);
+        assert_ne!(high, sig);
+        assert_eq!(pk.verify(b"hello", &high).unwrap_err(), Error::HighS);
+        let zero = Signature([0; 64]);
+        assert_eq!(pk.verify(b"hello", &zero).unwrap_err().code(), 3);
+        assert_eq!(Signature::from_slice(&[1; 63]).unwrap_err().code(), 3);
+    }
+
+    #[test]
+    fn public_key_parsing() {
+        let pk = key(5).public_key();
+        assert_eq!(PublicKey::from_compressed(&pk.to_bytes()).unwrap(), pk);
+        assert_eq!(PublicKey::from_compressed(&[2; 32]).unwrap_err().code(), 2);
+        let mut bad = pk.to_bytes();
+        bad[0] = 0x04;
+        assert_eq!(PublicKey::from_compressed(&bad).unwrap_err().code(), 2);
+        // x = 5 is not the x coordinate of a secp256k1 point (5^3 + 7 = 132 is a non-residue).
+        let mut off = [0u8; 33];
+        off[0] = 2;
+        off[32] = 5;
+        assert_eq!(PublicKey::from_compressed(&off).unwrap_err().code(), 2);
+    }
+
+    #[test]
+    fn address_round_trip_and_errors() {
+        let addr = key(9).public_key().address();
+        let s = addr.to_string();
+        assert!(s.starts_with("remes1"));
+        assert_eq!(Address::parse(&s).unwrap(), addr);
+        assert_eq!(s.parse::<Address>().unwrap(), addr);
+        assert_eq!(Address::parse(&s.to_uppercase()).unwrap(), addr);
+
+        let mut mixed = s.clone();
+        mixed.replace_range(0..1, "R");
+        assert_eq!(Address::parse(&mixed).unwrap_err(), Error::AddressMixedCase);
+
+        let last = s.chars().last().unwrap();
+        let swapped = if last == 'q' { 'p' } else { 'q' };
+        let bad_sum = format!("{}{swapped}", &s[..s.len() - 1]);
+        assert_eq!(
+            Address::parse(&bad_sum).unwrap_err(),
+            Error::AddressBadChecksum
+        );
+
+        let m = bech32::encode::<Bech32m>(Hrp::parse("remes").unwrap(), &addr.0).unwrap();
+        assert_eq!(Address::parse(&m).unwrap_err(), Error::AddressBadChecksum);
+
+        let cosmos = bech32::encode::<Bech32>(Hrp::parse("cosmos").unwrap(), &addr.0).unwrap();
+        assert_eq!(
+            Address::parse(&cosmos).unwrap_err(),
+            Error::AddressWrongHrp {
+                found: "cosmos".into()
+            }
+        );
+
+        let long = bech32::encode::<Bech32>(Hrp::parse("remes").unwrap(), &[1; 32]).unwrap();
+        assert_eq!(
+            Address::parse(&long).unwrap_err(),
+            Error::AddressWrongLength { len: 32 }
+        );
+
+        assert_eq!(Address::parse("").unwrap_err().code(), 11);
+        assert_eq!(Address::parse("remes").unwrap_err().code(), 11);
+        assert_eq!(Address::parse("remes1b!").unwrap_err().code(), 11);
+    }
+}

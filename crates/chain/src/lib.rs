@@ -1,0 +1,158 @@
+//! `r3mes-chain`: the deterministic keeper, the chain state machine of r3mes
+//! (issue 5, DESIGN.md decision 5).
+//!
+//! This first part provides the foundation every keeper rule stands on:
+//! secp256k1 accounts and keys ([`crypto`]), Cosmos-style bech32 addresses
+//! with the `remes` prefix, and signed transactions with documented,
+//! deterministic sign bytes ([`tx`], wire format in
+//! `proto/r3mes/chain/v1/tx.proto`).
+//!
+//! What it is not (yet): there is no state store, no balances, no message
+//! handlers, no blocks or app hash. What it never is: the code here uses no
+//! floats, no wall clock and no I/O; the caller supplies block time, chain id
+//! and expected sequence, so the same inputs always give the same answer.
+
+pub mod crypto;
+pub mod tx;
+
+/// Generated protobuf types of `r3mes.chain.v1` (see `tx.proto`).
+#[allow(clippy::all, missing_docs, rust_2018_idioms)]
+pub mod proto {
+    include!(concat!(env!("OUT_DIR"), "/r3mes.chain.v1.rs"));
+}
+
+pub use crypto::{Address, PublicKey, SecretKey, Signature};
+pub use tx::SignedTx;
+
+/// Result type of this crate.
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// Every way an operation of this crate can fail. Each variant has a stable
+/// numeric [`code`](Error::code) that clients may match on; codes are never
+/// reused or renumbered.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    /// The 32 secret-key bytes are zero or not below the curve order.
+    #[error("invalid secret key: zero or not below the secp256k1 order")]
+    InvalidSecretKey,
+    /// The public key is not a 33-byte SEC1 compressed point on secp256k1.
+    #[error("malformed public key: {0}")]
+    MalformedPublicKey(String),
+    /// The signature is not 64 bytes r || s with both scalars in 1..n.
+    #[error("malformed signature: {0}")]
+    MalformedSignature(String),
+    /// The signature's s is in the high half of the order (malleable form).
+    #[error("signature s is not low (s > n/2)")]
+    HighS,
+    /// The signature does not verify against the public key and message.
+    #[error("signature verification failed")]
+    BadSignature,
+    /// Signing failed (cannot happen for a valid key and a 32-byte digest).
+    #[error("signing failed")]
+    SigningFailed,
+    /// The address mixes upper- and lower-case characters.
+    #[error("address mixes upper and lower case")]
+    AddressMixedCase,
+    /// The address is not a syntactically valid bech32 string.
+    #[error("malformed address: {0}")]
+    AddressMalformed(String),
+    /// The address's bech32 checksum is wrong (or it is bech32m).
+    #[error("address checksum is invalid (bech32 expected)")]
+    AddressBadChecksum,
+    /// The address's human-readable part is not `remes`.
+    #[error("address prefix is {found:?}, expected \"remes\"")]
+    AddressWrongHrp {
+        /// The prefix found (lower case).
+        found: String,
+    },
+    /// The address's payload is not 20 bytes.
+    #[error("address payload is {len} bytes, expected 20")]
+    AddressWrongLength {
+        /// The payload length found.
+        len: usize,
+    },
+    /// The encoded transaction exceeds the size limit.
+    #[error("transaction is {len} bytes, limit {max}")]
+    TxTooLarge {
+        /// Encoded length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The transaction bytes are not valid protobuf for `Tx`.
+    #[error("transaction does not decode: {0}")]
+    TxDecode(String),
+    /// The transaction decodes but is not in canonical encoding.
+    #[error("transaction encoding is not canonical")]
+    TxNonCanonical,
+    /// The transaction has no body or its body has no message.
+    #[error("transaction has no message")]
+    MissingMessage,
+    /// The chain id contains a NUL byte (it would make sign bytes ambiguous).
+    #[error("chain id contains a NUL byte")]
+    InvalidChainId,
+    /// The transaction is for another chain.
+    #[error("chain id is {found:?}, expected {expected:?}")]
+    WrongChainId {
+        /// The keeper's chain id.
+        expected: String,
+        /// The transaction's chain id.
+        found: String,
+    },
+    /// The sequence is not the account's next one (replay or gap).
+    #[error("sequence is {found}, expected {expected}")]
+    WrongSequence {
+        /// The account's stored sequence.
+        expected: u64,
+        /// The transaction's sequence.
+        found: u64,
+    },
+    /// The transaction timestamp is too far from the block time.
+    #[error(
+        "timestamp {timestamp_ms} ms is more than {max_skew_ms} ms from block time {block_time_ms} ms"
+    )]
+    TimestampOutOfWindow {
+        /// The transaction's timestamp.
+        timestamp_ms: i64,
+        /// The block time.
+        block_time_ms: i64,
+        /// The allowed distance.
+        max_skew_ms: u64,
+    },
+    /// A message names a signer other than the transaction's signer.
+    #[error("message signer {msg_signer} is not the transaction signer {tx_signer}")]
+    SignerMismatch {
+        /// The address the message names.
+        msg_signer: String,
+        /// The address of the transaction's public key.
+        tx_signer: String,
+    },
+}
+
+impl Error {
+    /// The stable numeric code of this error.
+    pub fn code(&self) -> u32 {
+        match self {
+            Error::InvalidSecretKey => 1,
+            Error::MalformedPublicKey(_) => 2,
+            Error::MalformedSignature(_) => 3,
+            Error::HighS => 4,
+            Error::BadSignature => 5,
+            Error::SigningFailed => 6,
+            Error::AddressMixedCase => 10,
+            Error::AddressMalformed(_) => 11,
+            Error::AddressBadChecksum => 12,
+            Error::AddressWrongHrp { .. } => 13,
+            Error::AddressWrongLength { .. } => 14,
+            Error::TxTooLarge { .. } => 20,
+            Error::TxDecode(_) => 21,
+            Error::TxNonCanonical => 22,
+            Error::MissingMessage => 23,
+            Error::InvalidChainId => 24,
+            Error::WrongChainId { .. } => 25,
+            Error::WrongSequence { .. } => 26,
+            Error::TimestampOutOfWindow { .. } => 27,
+            Error::SignerMismatch { .. } => 28,
+        }
+    }
+}
