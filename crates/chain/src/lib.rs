@@ -1,18 +1,23 @@
 //! `r3mes-chain`: the deterministic keeper, the chain state machine of r3mes
 //! (issue 5, DESIGN.md decision 5).
 //!
-//! This first part provides the foundation every keeper rule stands on:
+//! What exists so far is the foundation every keeper rule stands on:
 //! secp256k1 accounts and keys ([`crypto`]), Cosmos-style bech32 addresses
-//! with the `remes` prefix, and signed transactions with documented,
+//! with the `remes` prefix, signed transactions with documented,
 //! deterministic sign bytes ([`tx`], wire format in
-//! `proto/r3mes/chain/v1/tx.proto`).
+//! `proto/r3mes/chain/v1/tx.proto`), and the state store ([`state`]): redb
+//! tables written one block at a time, atomic transactions inside a block,
+//! and an app hash committing to the whole state ([`apphash`]).
 //!
-//! What it is not (yet): there is no state store, no balances, no message
-//! handlers, no blocks or app hash. What it never is: the code here uses no
-//! floats, no wall clock and no I/O; the caller supplies block time, chain id
-//! and expected sequence, so the same inputs always give the same answer.
+//! Not yet: balances, stakes, genesis, message handlers, rounds, challenges
+//! and the other rules of issue 5. What it never is: the code here uses no
+//! floats, no wall clock and no I/O besides its store; the caller supplies
+//! block height and time, chain id and expected sequence, so the same inputs
+//! always give the same answer.
 
+pub mod apphash;
 pub mod crypto;
+pub mod state;
 pub mod tx;
 
 /// Generated protobuf types of `r3mes.chain.v1` (see `tx.proto`).
@@ -127,6 +132,24 @@ pub enum Error {
         /// The address of the transaction's public key.
         tx_signer: String,
     },
+    /// The state database is already open (by this or another process).
+    #[error("state database {path} is locked: already open")]
+    StateLocked {
+        /// The database path.
+        path: String,
+    },
+    /// The state store failed or holds malformed data.
+    #[error("state store: {0}")]
+    Store(String),
+    /// A block was begun or committed at a height other than the committed
+    /// height plus one.
+    #[error("block height is {found}, expected {expected}")]
+    WrongBlockHeight {
+        /// The committed height plus one.
+        expected: u64,
+        /// The height given.
+        found: u64,
+    },
 }
 
 impl Error {
@@ -153,6 +176,9 @@ impl Error {
             Error::WrongSequence { .. } => 26,
             Error::TimestampOutOfWindow { .. } => 27,
             Error::SignerMismatch { .. } => 28,
+            Error::StateLocked { .. } => 40,
+            Error::Store(_) => 41,
+            Error::WrongBlockHeight { .. } => 42,
         }
     }
 }

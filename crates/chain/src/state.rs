@@ -1,0 +1,563 @@
+//! The keeper's persistent state: a sorted key/value space in redb, written
+//! one block at a time.
+//!
+//! Layout (table names carry a version suffix so a later format can live
+//! beside this one):
+//! - `kv-0`: every state record, `key bytes -> value bytes`. Keys are built
+//!   with [`Key`] (a table-prefix byte then big-endian parts), so they sort
+//!   deterministically. The [app hash](crate::apphash) commits to exactly
+//!   this table.
+//! - `meta-0`: `"height" -> u64 big-endian` (last committed block, 0 before
+//!   the first) and `"app_hash" -> 32 bytes` (its app hash; before the first
+//!   block the empty-state root).
+//!
+//! Writes go through a [`BlockWriter`] from [`State::begin_block`]: it stages
+//! every write of the block in memory (reads see the staged writes) and
+//! [`BlockWriter::commit`] applies them, the new height and the new app hash
+//! in one durable redb write transaction. After a crash the state is exactly
+//! at the last committed block; a writer dropped without commit changes
+//! nothing. [`BlockWriter::transaction`] runs a closure over a nested
+//! overlay whose writes reach the block only if the closure returns `Ok`.
+//!
+//! Determinism: staged writes live in [`BTreeMap`]s and the app hash reads
+//! the table in key order; there are no floats, no clocks and no I/O besides
+//! the store.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use redb::{
+    Database, Durability, ReadableDatabase, ReadableTable, TableDefinition,
+    backends::InMemoryBackend,
+};
+
+use crate::apphash::{self, Hash};
+use crate::{Error, Result};
+
+/// Every state record: key bytes -> value bytes.
+const KV: TableDefinition<'_, &[u8], &[u8]> = TableDefinition::new("kv-0");
+/// Chain metadata: `height` and `app_hash`.
+const META: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("meta-0");
+const META_HEIGHT: &str = "height";
+const META_APP_HASH: &str = "app_hash";
+
+fn store_err(e: impl std::fmt::Display) -> Error {
+    Error::Store(e.to_string())
+}
+
+/// A typed state key: one table-prefix byte followed by big-endian parts,
+/// so keys of one record kind share a prefix and sort by their parts.
+///
+/// Fixed-width integers are appended big-endian; [`Key::bytes`] appends a
+/// `u32` big-endian length before the bytes so that no two part sequences
+/// give the same key; [`Key::tail`] appends raw bytes and is meant for the
+/// last part only.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Key(Vec<u8>);
+
+impl Key {
+    /// Starts a key in the table with prefix byte `table`.
+    pub fn new(table: u8) -> Self {
+        Key(vec![table])
+    }
+
+    /// Appends one byte.
+    pub fn u8(mut self, v: u8) -> Self {
+        self.0.push(v);
+        self
+    }
+
+    /// Appends a `u32`, big-endian.
+    pub fn u32(mut self, v: u32) -> Self {
+        self.0.extend_from_slice(&v.to_be_bytes());
+        self
+    }
+
+    /// Appends a `u64`, big-endian.
+    pub fn u64(mut self, v: u64) -> Self {
+        self.0.extend_from_slice(&v.to_be_bytes());
+        self
+    }
+
+    /// Appends a `u128`, big-endian.
+    pub fn u128(mut self, v: u128) -> Self {
+        self.0.extend_from_slice(&v.to_be_bytes());
+        self
+    }
+
+    /// Appends `u32_be(len) || bytes`. Fails if `bytes` is 4 GiB or more.
+    pub fn bytes(mut self, bytes: &[u8]) -> Result<Self> {
+        let len = u32::try_from(bytes.len())
+            .map_err(|_| Error::Store(format!("key part of {} bytes", bytes.len())))?;
+        self.0.extend_from_slice(&len.to_be_bytes());
+        self.0.extend_from_slice(bytes);
+        Ok(self)
+    }
+
+    /// Appends raw bytes without a length: use for the last part only.
+    pub fn tail(mut self, bytes: &[u8]) -> Self {
+        self.0.extend_from_slice(bytes);
+        self
+    }
+
+    /// The encoded key.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// The encoded key, owned.
+    pub fn into_bytes(self) -> Vec<u8> {
+        self.0
+    }
+}
+
+impl AsRef<[u8]> for Key {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+/// Staged writes: `Some(value)` is a put, `None` a delete.
+type Overlay = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
+
+/// The keeper's state store (see the module docs).
+#[derive(Debug)]
+pub struct State {
+    db: Database,
+}
+
+impl State {
+    /// Opens or creates the state database at `path`. A database already
+    /// open (in this or another process) gives [`Error::StateLocked`].
+    pub fn open(path: &Path) -> Result<Self> {
+        let db = Database::create(path).map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => Error::StateLocked {
+                path: path.display().to_string(),
+            },
+            other => Error::Store(format!("opening {}: {other}", path.display())),
+        })?;
+        Self::init(db)
+    }
+
+    /// A fresh state held in memory only (tests, simulations).
+    pub fn in_memory() -> Result<Self> {
+        let db = Database::builder()
+            .create_with_backend(InMemoryBackend::new())
+            .map_err(store_err)?;
+        Self::init(db)
+    }
+
+    /// Creates the tables and, for a new database, height 0 with the
+    /// empty-state app hash.
+    fn init(db: Database) -> Result<Self> {
+        let txn = db.begin_write().map_err(store_err)?;
+        txn.open_table(KV).map_err(store_err)?;
+        {
+            let mut meta = txn.open_table(META).map_err(store_err)?;
+            if meta.get(META_HEIGHT).map_err(store_err)?.is_none() {
+                meta.insert(META_HEIGHT, 0u64.to_be_bytes().as_slice())
+                    .map_err(store_err)?;
+                meta.insert(META_APP_HASH, apphash::empty_root().as_slice())
+                    .map_err(store_err)?;
+            }
+        }
+        txn.commit().map_err(store_err)?;
+        Ok(State { db })
+    }
+
+    /// The last committed block height (0 before the first block).
+    pub fn height(&self) -> Result<u64> {
+        let txn = self.db.begin_read().map_err(store_err)?;
+        let meta = txn.open_table(META).map_err(store_err)?;
+        read_height(&meta)
+    }
+
+    /// The app hash after the last committed block (the empty-state root
+    /// before the first).
+    pub fn app_hash(&self) -> Result<Hash> {
+        let txn = self.db.begin_read().map_err(store_err)?;
+        let meta = txn.open_table(META).map_err(store_err)?;
+        let guard = meta
+            .get(META_APP_HASH)
+            .map_err(store_err)?
+            .ok_or_else(|| Error::Store("meta-0 has no app_hash".into()))?;
+        Hash::try_from(guard.value())
+            .map_err(|_| Error::Store("meta-0 app_hash is not 32 bytes".into()))
+    }
+
+    /// The committed value under `key`.
+    pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        let txn = self.db.begin_read().map_err(store_err)?;
+        let kv = txn.open_table(KV).map_err(store_err)?;
+        Ok(kv.get(key).map_err(store_err)?.map(|g| g.value().to_vec()))
+    }
+
+    /// Recomputes the app hash of the committed `kv-0` table from scratch
+    /// (equals [`app_hash`](Self::app_hash) unless the store is damaged).
+    pub fn recompute_app_hash(&self) -> Result<Hash> {
+        let txn = self.db.begin_read().map_err(store_err)?;
+        let kv = txn.open_table(KV).map_err(store_err)?;
+        hash_table(&kv)
+    }
+
+    /// The first `limit` committed pairs whose key starts with `prefix`, in
+    /// key order.
+    pub fn scan_prefix(&self, prefix: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        self.scan_layers(&[], prefix, limit)
+    }
+
+    /// Prefix scan of the committed state seen through `layers` (bottom
+    /// first). It reads at most `limit` plus the layers' deletes under the
+    /// prefix committed pairs: enough, since each delete hides at most one.
+    fn scan_layers(
+        &self,
+        layers: &[&Overlay],
+        prefix: &[u8],
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let under = |layer: &'_ Overlay| {
+            layer
+                .range(prefix.to_vec()..)
+                .take_while(|(k, _)| k.starts_with(prefix))
+                .filter(|(_, v)| v.is_none())
+                .count()
+        };
+        let deletes: usize = layers.iter().map(|l| under(l)).sum();
+        let want = limit.saturating_add(deletes);
+        let mut merged = BTreeMap::new();
+        let txn = self.db.begin_read().map_err(store_err)?;
+        let kv = txn.open_table(KV).map_err(store_err)?;
+        for entry in kv.range(prefix..).map_err(store_err)?.take(want) {
+            let (k, v) = entry.map_err(store_err)?;
+            if !k.value().starts_with(prefix) {
+                break;
+            }
+            merged.insert(k.value().to_vec(), v.value().to_vec());
+        }
+        for layer in layers {
+            let writes = layer
+                .range(prefix.to_vec()..)
+                .take_while(|(k, _)| k.starts_with(prefix));
+            for (k, v) in writes {
+                match v {
+                    Some(v) => merged.insert(k.clone(), v.clone()),
+                    None => merged.remove(k),
+                };
+            }
+        }
+        Ok(merged.into_iter().take(limit).collect())
+    }
+
+    /// Starts block `height`, which must be the committed height plus one.
+    pub fn begin_block(&self, height: u64) -> Result<BlockWriter<'_>> {
+        let expected = next_height(self.height()?)?;
+        if height != expected {
+            return Err(Error::WrongBlockHeight {
+                expected,
+                found: height,
+            });
+        }
+        Ok(BlockWriter {
+            state: self,
+            height,
+            staged: Overlay::new(),
+        })
+    }
+}
+
+fn read_height(meta: &impl ReadableTable<&'static str, &'static [u8]>) -> Result<u64> {
+    let guard = meta
+        .get(META_HEIGHT)
+        .map_err(store_err)?
+        .ok_or_else(|| Error::Store("meta-0 has no height".into()))?;
+    let bytes = <[u8; 8]>::try_from(guard.value())
+        .map_err(|_| Error::Store("meta-0 height is not 8 bytes".into()))?;
+    Ok(u64::from_be_bytes(bytes))
+}
+
+/// `height + 1`, or an error at the (unreachable in practice) top.
+fn next_height(height: u64) -> Result<u64> {
+    height
+        .checked_add(1)
+        .ok_or_else(|| Error::Store("block height overflows u64".into()))
+}
+
+/// The app hash of a `kv-0` table, read in key order.
+fn hash_table(kv: &impl ReadableTable<&'static [u8], &'static [u8]>) -> Result<Hash> {
+    let mut leaves = Vec::new();
+    for entry in kv.iter().map_err(store_err)? {
+        let (k, v) = entry.map_err(store_err)?;
+        leaves.push(apphash::leaf_hash(k.value(), v.value()));
+    }
+    Ok(apphash::root_of_leaves(leaves))
+}
+
+/// The writes of one block, staged in memory until [`commit`](Self::commit).
+/// Dropping it without commit changes nothing.
+#[derive(Debug)]
+pub struct BlockWriter<'a> {
+    state: &'a State,
+    height: u64,
+    staged: Overlay,
+}
+
+impl BlockWriter<'_> {
+    /// The height this block will commit at.
+    pub fn height(&self) -> u64 {
+        self.height
+    }
+
+    /// The value under `key` as this block sees it: staged writes first,
+    /// then the committed state.
+    pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        match self.staged.get(key) {
+            Some(staged) => Ok(staged.clone()),
+            None => self.state.get(key),
+        }
+    }
+
+    /// Stages `key = value`.
+    pub fn put(&mut self, key: &[u8], value: &[u8]) {
+        self.staged.insert(key.to_vec(), Some(value.to_vec()));
+    }
+
+    /// Stages the removal of `key` (a no-op if it does not exist).
+    pub fn delete(&mut self, key: &[u8]) {
+        self.staged.insert(key.to_vec(), None);
+    }
+
+    /// Runs `f` as an atomic transaction: its writes go to a nested overlay
+    /// that is merged into the block only if `f` returns `Ok`; on `Err` the
+    /// block is exactly as before and the error is returned.
+    pub fn transaction<T>(&mut self, f: impl FnOnce(&mut Tx<'_, '_>) -> Result<T>) -> Result<T> {
+        let mut tx = Tx {
+            block: self,
+            overlay: Overlay::new(),
+        };
+        let out = f(&mut tx)?;
+        let overlay = tx.overlay;
+        self.staged.extend(overlay);
+        Ok(out)
+    }
+
+    /// The first `limit` pairs whose key starts with `prefix`, in key order,
+    /// as this block sees them (staged writes over the committed state).
+    pub fn scan_prefix(&self, prefix: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        self.state.scan_layers(&[&self.staged], prefix, limit)
+    }
+
+    /// Writes the staged changes, the new height and the new app hash in
+    /// one durable redb transaction and returns the app hash. Fails with
+    /// [`Error::WrongBlockHeight`] if another block committed meanwhile.
+    pub fn commit(self) -> Result<Hash> {
+        let mut txn = self.state.db.begin_write().map_err(store_err)?;
+        txn.set_durability(Durability::Immediate)
+            .map_err(store_err)?;
+        let hash = {
+            let mut meta = txn.open_table(META).map_err(store_err)?;
+            let expected = next_height(read_height(&meta)?)?;
+            if self.height != expected {
+                return Err(Error::WrongBlockHeight {
+                    expected,
+                    found: self.height,
+                });
+            }
+            let mut kv = txn.open_table(KV).map_err(store_err)?;
+            for (key, value) in &self.staged {
+                match value {
+                    Some(v) => {
+                        kv.insert(key.as_slice(), v.as_slice()).map_err(store_err)?;
+                    }
+                    None => {
+                        kv.remove(key.as_slice()).map_err(store_err)?;
+                    }
+                }
+            }
+            let hash = hash_table(&kv)?;
+            meta.insert(META_HEIGHT, self.height.to_be_bytes().as_slice())
+                .map_err(store_err)?;
+            meta.insert(META_APP_HASH, hash.as_slice())
+                .map_err(store_err)?;
+            hash
+        };
+        txn.commit().map_err(store_err)?;
+        Ok(hash)
+    }
+}
+
+/// An atomic transaction inside a block (see [`BlockWriter::transaction`]).
+#[derive(Debug)]
+pub struct Tx<'b, 'a> {
+    block: &'b BlockWriter<'a>,
+    overlay: Overlay,
+}
+
+impl Tx<'_, '_> {
+    /// The value under `key` as this transaction sees it: its own writes,
+    /// then the block's, then the committed state.
+    pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        match self.overlay.get(key) {
+            Some(v) => Ok(v.clone()),
+            None => self.block.get(key),
+        }
+    }
+
+    /// Stages `key = value` in this transaction.
+    pub fn put(&mut self, key: &[u8], value: &[u8]) {
+        self.overlay.insert(key.to_vec(), Some(value.to_vec()));
+    }
+
+    /// The first `limit` pairs whose key starts with `prefix`, in key order,
+    /// as this transaction sees them.
+    pub fn scan_prefix(&self, prefix: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        self.block
+            .state
+            .scan_layers(&[&self.block.staged, &self.overlay], prefix, limit)
+    }
+
+    /// Stages the removal of `key` in this transaction.
+    pub fn delete(&mut self, key: &[u8]) {
+        self.overlay.insert(key.to_vec(), None);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_parts_sort_big_endian() {
+        let a = Key::new(1).u64(2).u32(9);
+        let b = Key::new(1).u64(256).u32(0);
+        assert!(a < b);
+        assert!(a.as_bytes() < b.as_bytes());
+        assert!(Key::new(1).u128(u128::MAX).as_bytes() < Key::new(2).as_bytes());
+        assert_eq!(
+            Key::new(7).u8(3).tail(b"xy").into_bytes(),
+            vec![7, 3, b'x', b'y']
+        );
+    }
+
+    #[test]
+    fn length_prefixed_parts_are_unambiguous() {
+        let a = Key::new(1).bytes(b"ab").unwrap().bytes(b"c").unwrap();
+        let b = Key::new(1).bytes(b"a").unwrap().bytes(b"bc").unwrap();
+        assert_ne!(a, b);
+        assert_eq!(a.as_bytes()[..5], [1, 0, 0, 0, 2]);
+    }
+
+    #[test]
+    fn fresh_state_is_height_zero_with_empty_root() {
+        let s = State::in_memory().unwrap();
+        assert_eq!(s.height().unwrap(), 0);
+        assert_eq!(s.app_hash().unwrap(), apphash::empty_root());
+        assert_eq!(s.recompute_app_hash().unwrap(), apphash::empty_root());
+    }
+
+    #[test]
+    fn block_reads_see_staged_writes_and_commit_applies_them() {
+        let s = State::in_memory().unwrap();
+        let mut b = s.begin_block(1).unwrap();
+        b.put(b"a", b"1");
+        b.put(b"b", b"2");
+        b.delete(b"b");
+        assert_eq!(b.get(b"a").unwrap(), Some(b"1".to_vec()));
+        assert_eq!(b.get(b"b").unwrap(), None);
+        assert_eq!(s.get(b"a").unwrap(), None);
+        let hash = b.commit().unwrap();
+        assert_eq!(hash, apphash::app_hash([(b"a", b"1")]));
+        assert_eq!(s.app_hash().unwrap(), hash);
+        assert_eq!(s.recompute_app_hash().unwrap(), hash);
+        assert_eq!(s.height().unwrap(), 1);
+        assert_eq!(s.get(b"a").unwrap(), Some(b"1".to_vec()));
+    }
+
+    #[test]
+    fn scan_prefix_merges_layers_in_key_order() {
+        let s = State::in_memory().unwrap();
+        let mut b = s.begin_block(1).unwrap();
+        for i in 0..6u8 {
+            b.put(&[1, i], &[i]);
+        }
+        b.put(&[2, 0], b"other table");
+        b.commit().unwrap();
+        let all = s.scan_prefix(&[1], 100).unwrap();
+        assert_eq!(all.len(), 6);
+        assert_eq!(s.scan_prefix(&[1], 2).unwrap(), all[..2].to_vec());
+        let mut b = s.begin_block(2).unwrap();
+        b.delete(&[1, 0]);
+        b.delete(&[1, 1]);
+        b.put(&[1, 9], b"new");
+        assert_eq!(
+            b.scan_prefix(&[1], 3).unwrap(),
+            vec![
+                (vec![1, 2], vec![2]),
+                (vec![1, 3], vec![3]),
+                (vec![1, 4], vec![4])
+            ]
+        );
+        b.transaction(|tx| {
+            tx.delete(&[1, 2]);
+            tx.put(&[1, 1], b"back");
+            let seen = tx.scan_prefix(&[1], 2)?;
+            assert_eq!(
+                seen,
+                vec![(vec![1, 1], b"back".to_vec()), (vec![1, 3], vec![3])]
+            );
+            let tail = tx.scan_prefix(&[1], 100)?;
+            assert_eq!(tail.last(), Some(&(vec![1, 9], b"new".to_vec())));
+            assert_eq!(tail.len(), 5);
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(b.scan_prefix(&[2], 10).unwrap().len(), 1);
+        assert!(b.scan_prefix(&[3], 10).unwrap().is_empty());
+    }
+
+    #[test]
+    fn wrong_heights_are_rejected() {
+        let s = State::in_memory().unwrap();
+        assert_eq!(
+            s.begin_block(2).unwrap_err(),
+            Error::WrongBlockHeight {
+                expected: 1,
+                found: 2
+            }
+        );
+        let first = s.begin_block(1).unwrap();
+        let mut second = s.begin_block(1).unwrap();
+        second.put(b"x", b"y");
+        second.commit().unwrap();
+        let err = first.commit().unwrap_err();
+        assert_eq!(err.code(), 42);
+        assert_eq!(s.get(b"x").unwrap(), Some(b"y".to_vec()));
+    }
+
+    #[test]
+    fn transaction_sees_block_writes_and_merges_only_on_ok() {
+        let s = State::in_memory().unwrap();
+        let mut b = s.begin_block(1).unwrap();
+        b.put(b"a", b"1");
+        let seen = b
+            .transaction(|tx| {
+                let a = tx.get(b"a")?;
+                tx.put(b"c", b"3");
+                tx.delete(b"a");
+                assert_eq!(tx.get(b"a")?, None);
+                Ok(a)
+            })
+            .unwrap();
+        assert_eq!(seen, Some(b"1".to_vec()));
+        assert_eq!(b.get(b"a").unwrap(), None);
+        let err = b
+            .transaction(|tx| -> Result<()> {
+                tx.put(b"d", b"4");
+                tx.delete(b"c");
+                Err(Error::Store("boom".into()))
+            })
+            .unwrap_err();
+        assert_eq!(err, Error::Store("boom".into()));
+        assert_eq!(b.get(b"d").unwrap(), None);
+        assert_eq!(b.get(b"c").unwrap(), Some(b"3".to_vec()));
+    }
+}

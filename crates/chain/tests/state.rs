@@ -1,0 +1,254 @@
+//! State store tests: persistence across reopen, dropped blocks, atomic
+//! transactions inside a block, the lock on a second open, a known-answer
+//! app hash, and property tests of app-hash determinism (and of prefix
+//! scans against a model map).
+
+use std::collections::BTreeMap;
+
+use proptest::prelude::*;
+use r3mes_chain::Error;
+use r3mes_chain::apphash;
+use r3mes_chain::state::{Key, State};
+
+fn open(path: &std::path::Path) -> State {
+    State::open(path).expect("open state")
+}
+
+#[test]
+fn commit_survives_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.redb");
+    let key = Key::new(3).u64(42).tail(b"x");
+    let hash = {
+        let s = open(&path);
+        let mut b = s.begin_block(1).unwrap();
+        b.put(key.as_bytes(), b"v1");
+        b.put(b"other", b"v2");
+        b.commit().unwrap();
+        let mut b = s.begin_block(2).unwrap();
+        b.delete(b"other");
+        b.commit().unwrap()
+    };
+    let s = open(&path);
+    assert_eq!(s.height().unwrap(), 2);
+    assert_eq!(s.app_hash().unwrap(), hash);
+    assert_eq!(s.recompute_app_hash().unwrap(), hash);
+    assert_eq!(s.get(key.as_bytes()).unwrap(), Some(b"v1".to_vec()));
+    assert_eq!(s.get(b"other").unwrap(), None);
+    assert_eq!(hash, apphash::app_hash([(key.as_bytes(), b"v1")]));
+}
+
+#[test]
+fn dropped_block_leaves_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.redb");
+    let before = {
+        let s = open(&path);
+        let mut b = s.begin_block(1).unwrap();
+        b.put(b"a", b"1");
+        let before = b.commit().unwrap();
+        let mut b = s.begin_block(2).unwrap();
+        b.put(b"a", b"changed");
+        b.put(b"b", b"2");
+        drop(b);
+        assert_eq!(s.height().unwrap(), 1);
+        assert_eq!(s.app_hash().unwrap(), before);
+        before
+    };
+    let s = open(&path);
+    assert_eq!(s.height().unwrap(), 1);
+    assert_eq!(s.app_hash().unwrap(), before);
+    assert_eq!(s.get(b"a").unwrap(), Some(b"1".to_vec()));
+    assert_eq!(s.get(b"b").unwrap(), None);
+    // The next block is still height 2.
+    s.begin_block(2).unwrap().commit().unwrap();
+    assert_eq!(s.height().unwrap(), 2);
+}
+
+#[test]
+fn failed_transaction_changes_nothing_while_block_commits() {
+    let s = State::in_memory().unwrap();
+    let mut b = s.begin_block(1).unwrap();
+    b.put(b"a", b"1");
+    b.transaction(|tx| {
+        tx.put(b"b", b"2");
+        Ok(())
+    })
+    .unwrap();
+    let err = b
+        .transaction(|tx| -> r3mes_chain::Result<()> {
+            tx.put(b"a", b"overwritten");
+            tx.delete(b"b");
+            tx.put(b"c", b"3");
+            Err(Error::WrongSequence {
+                expected: 1,
+                found: 7,
+            })
+        })
+        .unwrap_err();
+    assert_eq!(err.code(), 26);
+    b.put(b"d", b"4");
+    let hash = b.commit().unwrap();
+    assert_eq!(
+        hash,
+        apphash::app_hash([(b"a", b"1"), (b"b", b"2"), (b"d", b"4")])
+    );
+    assert_eq!(s.get(b"a").unwrap(), Some(b"1".to_vec()));
+    assert_eq!(s.get(b"b").unwrap(), Some(b"2".to_vec()));
+    assert_eq!(s.get(b"c").unwrap(), None);
+}
+
+#[test]
+fn second_open_is_locked() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.redb");
+    let _first = open(&path);
+    let err = State::open(&path).unwrap_err();
+    assert!(matches!(err, Error::StateLocked { .. }), "{err:?}");
+    assert_eq!(err.code(), 40);
+    assert!(err.to_string().contains("locked"), "{err}");
+}
+
+/// Expected root computed with:
+/// `python3 -c "import hashlib as h,struct as s;H=lambda b:h.sha256(b).digest();L=lambda k,v:H(b'\0'+s.pack('>Q',len(k))+k+s.pack('>Q',len(v))+v);N=lambda a,b:H(b'\1'+a+b);a,b,c=L(b'a',b'1'),L(b'b',b'2'),L(b'c',b'3');print(N(N(a,b),c).hex())"`
+#[test]
+fn known_answer_app_hash() {
+    let expected = "329cc53a1a146e4e015d90d5fcfc343d885a4bbcb064128d291b5219a5b62be7";
+    let s = State::in_memory().unwrap();
+    let mut b = s.begin_block(1).unwrap();
+    // Written out of order: the root depends only on the sorted contents.
+    b.put(b"c", b"3");
+    b.put(b"a", b"1");
+    b.put(b"b", b"2");
+    let hash = b.commit().unwrap();
+    assert_eq!(hex::encode(hash), expected);
+    assert_eq!(hex::encode(s.app_hash().unwrap()), expected);
+    assert_eq!(
+        hex::encode(apphash::empty_root()),
+        "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+    );
+}
+
+/// One write of a random block.
+#[derive(Debug, Clone)]
+enum Op {
+    Put(u8, Vec<u8>),
+    Delete(u8),
+    /// A transaction of puts that succeeds (`true`) or fails (`false`).
+    Tx(Vec<(u8, Vec<u8>)>, bool),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let value = proptest::collection::vec(any::<u8>(), 0..6);
+    prop_oneof![
+        (0u8..16, value.clone()).prop_map(|(k, v)| Op::Put(k, v)),
+        (0u8..16).prop_map(Op::Delete),
+        (
+            proptest::collection::vec((0u8..16, value), 0..4),
+            any::<bool>()
+        )
+            .prop_map(|(w, ok)| Op::Tx(w, ok)),
+    ]
+}
+
+fn key_of(k: u8) -> Vec<u8> {
+    Key::new(1).u8(k).into_bytes()
+}
+
+/// Applies one block of `ops` to `state` and to the model map.
+fn apply(
+    state: &State,
+    height: u64,
+    ops: &[Op],
+    model: &mut BTreeMap<Vec<u8>, Vec<u8>>,
+) -> apphash::Hash {
+    let mut b = state.begin_block(height).expect("begin block");
+    for op in ops {
+        match op {
+            Op::Put(k, v) => {
+                b.put(&key_of(*k), v);
+                model.insert(key_of(*k), v.clone());
+            }
+            Op::Delete(k) => {
+                b.delete(&key_of(*k));
+                model.remove(&key_of(*k));
+            }
+            Op::Tx(writes, ok) => {
+                let result = b.transaction(|tx| {
+                    for (k, v) in writes {
+                        tx.put(&key_of(*k), v);
+                    }
+                    if *ok {
+                        Ok(())
+                    } else {
+                        Err(Error::Store("rejected".into()))
+                    }
+                });
+                assert_eq!(result.is_ok(), *ok);
+                if *ok {
+                    for (k, v) in writes {
+                        model.insert(key_of(*k), v.clone());
+                    }
+                }
+            }
+        }
+    }
+    let expected: Vec<_> = model.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    let seen = b.scan_prefix(&[1], 3).expect("scan block");
+    assert_eq!(seen, expected.iter().take(3).cloned().collect::<Vec<_>>());
+    let hash = b.commit().expect("commit");
+    assert_eq!(state.scan_prefix(&[1], usize::MAX).expect("scan"), expected);
+    hash
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn same_blocks_give_same_app_hash(
+        blocks in proptest::collection::vec(proptest::collection::vec(op(), 0..8), 1..8)
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let on_disk = open(&dir.path().join("state.redb"));
+        let in_memory = State::in_memory().unwrap();
+        let mut model_a = BTreeMap::new();
+        let mut model_b = BTreeMap::new();
+        for (i, ops) in blocks.iter().enumerate() {
+            let height = i as u64 + 1;
+            let a = apply(&on_disk, height, ops, &mut model_a);
+            let b = apply(&in_memory, height, ops, &mut model_b);
+            prop_assert_eq!(a, b);
+            prop_assert_eq!(a, apphash::app_hash(&model_a));
+            prop_assert_eq!(on_disk.app_hash().unwrap(), in_memory.app_hash().unwrap());
+            prop_assert_eq!(on_disk.height().unwrap(), height);
+        }
+        // Changing any one value changes the app hash.
+        let height = blocks.len() as u64 + 1;
+        let before = in_memory.app_hash().unwrap();
+        if let Some((key, value)) = model_b.iter().next_back() {
+            let mut changed = value.clone();
+            changed.push(0xff);
+            let mut b = in_memory.begin_block(height).unwrap();
+            b.put(key, &changed);
+            prop_assert_ne!(b.commit().unwrap(), before);
+        }
+    }
+
+    #[test]
+    fn any_value_change_changes_the_hash(
+        entries in proptest::collection::btree_map(
+            proptest::collection::vec(any::<u8>(), 0..4),
+            proptest::collection::vec(any::<u8>(), 0..4),
+            1..20,
+        ),
+        pick in any::<prop::sample::Index>(),
+        new_value in proptest::collection::vec(any::<u8>(), 0..4),
+    ) {
+        let before = apphash::app_hash(&entries);
+        let key = entries.keys().nth(pick.index(entries.len())).unwrap().clone();
+        prop_assume!(entries.get(&key) != Some(&new_value));
+        let mut changed = entries.clone();
+        changed.insert(key, new_value);
+        prop_assert_ne!(apphash::app_hash(&changed), before);
+    }
+}
