@@ -7,16 +7,23 @@
 //! deterministic sign bytes ([`tx`], wire format in
 //! `proto/r3mes/chain/v1/tx.proto`), and the state store ([`state`]): redb
 //! tables written one block at a time, atomic transactions inside a block,
-//! and an app hash committing to the whole state ([`apphash`]).
+//! and an app hash committing to the whole state ([`apphash`]); parameters
+//! with defaults ([`params`]), a JSON genesis ([`genesis`]), accounts with
+//! balances, stakes, sequences and supply accounting ([`accounts`]), and
+//! signed-transaction application with `MsgSend` ([`apply`]).
 //!
-//! Not yet: balances, stakes, genesis, message handlers, rounds, challenges
-//! and the other rules of issue 5. What it never is: the code here uses no
+//! Not yet: validators, staking messages, rounds, gradients, challenges and
+//! the other rules of issue 5. What it never is: the code here uses no
 //! floats, no wall clock and no I/O besides its store; the caller supplies
 //! block height and time, chain id and expected sequence, so the same inputs
 //! always give the same answer.
 
+pub mod accounts;
 pub mod apphash;
+pub mod apply;
 pub mod crypto;
+pub mod genesis;
+pub mod params;
 pub mod state;
 pub mod tx;
 
@@ -150,6 +157,26 @@ pub enum Error {
         /// The height given.
         found: u64,
     },
+    /// A parameter is out of range.
+    #[error("invalid parameters: {0}")]
+    InvalidParams(String),
+    /// The genesis file is malformed or inconsistent.
+    #[error("invalid genesis: {0}")]
+    InvalidGenesis(String),
+    /// A balance is smaller than the amount to debit.
+    #[error("insufficient funds: balance {balance}, needed {needed}")]
+    InsufficientFunds {
+        /// The balance available.
+        balance: u128,
+        /// The amount needed.
+        needed: u128,
+    },
+    /// An amount, balance or the total supply would exceed u128.
+    #[error("amount overflows u128")]
+    AmountOverflow,
+    /// The account's sequence would exceed u64.
+    #[error("account sequence overflows u64")]
+    SequenceOverflow,
 }
 
 impl Error {
@@ -179,6 +206,11 @@ impl Error {
             Error::StateLocked { .. } => 40,
             Error::Store(_) => 41,
             Error::WrongBlockHeight { .. } => 42,
+            Error::InvalidParams(_) => 50,
+            Error::InvalidGenesis(_) => 51,
+            Error::InsufficientFunds { .. } => 52,
+            Error::AmountOverflow => 53,
+            Error::SequenceOverflow => 54,
         }
     }
 }

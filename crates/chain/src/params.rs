@@ -1,0 +1,124 @@
+//! Keeper parameters (issue 5) with the seed's defaults.
+//!
+//! Every value is an integer: durations are in blocks or milliseconds,
+//! fractions in parts per million (ppm). Retention periods are derived from
+//! `block_time_ms` by [`Params::default_for_block_time`], so a chain with a
+//! different block time keeps the seed's wall-clock retention.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, Result};
+
+/// One million: the denominator of every `*_ppm` parameter.
+pub const PPM: u64 = 1_000_000;
+
+const DAY_MS: u64 = 24 * 60 * 60 * 1000;
+
+/// The keeper's parameters, stored in genesis (JSON).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Params {
+    /// Milliseconds per block; block time is `height * block_time_ms`.
+    /// Default 1000 (1 s, the node's default block time).
+    pub block_time_ms: u64,
+    /// Blocks a challenged party has to answer. Default 3.
+    pub response_window: u64,
+    /// Leaf positions named by one availability challenge. Default 8.
+    pub challenge_leaves: u32,
+    /// Share of a block's gradients sampled for challenges, ppm. Default
+    /// 100,000 (10 %).
+    pub sample_rate_ppm: u64,
+    /// Upper bound of challenges created per block. Default 100.
+    pub max_challenges_per_block: u32,
+    /// Share of the stake slashed for a failed availability challenge, ppm.
+    /// Default 50,000 (5 %).
+    pub slash_availability_ppm: u64,
+    /// Blocks per training round. Default 100.
+    pub round_length: u64,
+    /// Blocks a checkpoint is retained (1 year of blocks).
+    pub retention_checkpoint_blocks: u64,
+    /// Blocks a gradient is retained (1 week of blocks).
+    pub retention_gradient_blocks: u64,
+    /// Blocks a trace is retained (1 day of blocks).
+    pub retention_trace_blocks: u64,
+    /// Largest encoded transaction accepted, bytes. Default 65,536.
+    pub max_tx_bytes: u64,
+    /// Largest allowed distance between a transaction's timestamp and the
+    /// block time, ms. Default 60,000.
+    pub max_clock_skew_ms: u64,
+    /// Leading zero bits required of a gradient's proof-of-work hash.
+    /// Default 16.
+    pub pow_difficulty_bits: u32,
+}
+
+impl Default for Params {
+    fn default() -> Self {
+        Self::default_for_block_time(1000)
+    }
+}
+
+impl Params {
+    /// The seed's defaults with retention periods computed for
+    /// `block_time_ms` (rounded up to whole blocks; a zero block time gives
+    /// zero retention and fails [`validate`](Self::validate)).
+    pub fn default_for_block_time(block_time_ms: u64) -> Self {
+        let blocks = |ms: u64| {
+            if block_time_ms == 0 {
+                0
+            } else {
+                ms.div_ceil(block_time_ms)
+            }
+        };
+        Params {
+            block_time_ms,
+            response_window: 3,
+            challenge_leaves: 8,
+            sample_rate_ppm: 100_000,
+            max_challenges_per_block: 100,
+            slash_availability_ppm: 50_000,
+            round_length: 100,
+            retention_checkpoint_blocks: blocks(365 * DAY_MS),
+            retention_gradient_blocks: blocks(7 * DAY_MS),
+            retention_trace_blocks: blocks(DAY_MS),
+            max_tx_bytes: 65_536,
+            max_clock_skew_ms: 60_000,
+            pow_difficulty_bits: 16,
+        }
+    }
+
+    /// Checks every parameter's range; the error names the first bad one.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |what: &str| Err(Error::InvalidParams(what.to_owned()));
+        if self.block_time_ms == 0 {
+            return bad("block_time_ms must be positive");
+        }
+        if self.response_window == 0 {
+            return bad("response_window must be positive");
+        }
+        if self.challenge_leaves == 0 {
+            return bad("challenge_leaves must be positive");
+        }
+        if self.sample_rate_ppm > PPM {
+            return bad("sample_rate_ppm must be at most 1000000");
+        }
+        if self.slash_availability_ppm > PPM {
+            return bad("slash_availability_ppm must be at most 1000000");
+        }
+        if self.round_length == 0 {
+            return bad("round_length must be positive");
+        }
+        if self.retention_trace_blocks == 0
+            || self.retention_gradient_blocks == 0
+            || self.retention_checkpoint_blocks == 0
+        {
+            return bad("retention periods must be positive");
+        }
+        if self.max_tx_bytes == 0 {
+            return bad("max_tx_bytes must be positive");
+        }
+        if self.pow_difficulty_bits > 256 {
+            return bad("pow_difficulty_bits must be at most 256");
+        }
+        Ok(())
+    }
+}
