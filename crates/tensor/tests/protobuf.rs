@@ -2,27 +2,15 @@
 //! with a standard protobuf codec (prost) in both directions, the same flat
 //! vector as safetensors, and hostile files refused with typed errors.
 
+mod common;
+
+use common::{bits, noise};
 use prost::Message;
 use r3mes_tensor::protobuf::{self, proto};
 use r3mes_tensor::{
     DType, Error, Format, Gradient, Limits, LoRAAdapterGradient, LoRAGradientUpdate, Metadata,
     Order, Tensor, flatten, metadata_keys, safetensors_io,
 };
-
-/// Deterministic pseudo-random bytes (splitmix64).
-fn noise(seed: u64, len: usize) -> Vec<u8> {
-    let mut state = seed;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        out.extend_from_slice(&(z ^ (z >> 31)).to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
 
 /// One tensor of every dtype (random bits, NaNs included), plus empty and scalar tensors.
 fn every_dtype() -> Gradient {
@@ -51,10 +39,6 @@ fn every_dtype() -> Gradient {
         ("extra".to_string(), "ünïcode ✓".to_string()),
     ]);
     Gradient::new(Format::Protobuf, metadata, tensors).expect("unique names")
-}
-
-fn bits(values: &[f64]) -> Vec<u64> {
-    values.iter().map(|v| v.to_bits()).collect()
 }
 
 #[test]

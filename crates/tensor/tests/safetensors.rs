@@ -2,6 +2,9 @@
 //! `safetensors` crate (Python's writer) in both directions, the fixtures
 //! written by real Python, and hostile files refused with typed errors.
 
+mod common;
+
+use common::{bits, noise};
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::path::Path;
@@ -10,21 +13,6 @@ use r3mes_tensor::{
     DType, Error, Format, Gradient, Limits, Metadata, Order, Tensor, flatten, safetensors_io,
 };
 use safetensors::{SafeTensors, View};
-
-/// Deterministic pseudo-random bytes (splitmix64).
-fn noise(seed: u64, len: usize) -> Vec<u8> {
-    let mut state = seed;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        out.extend_from_slice(&(z ^ (z >> 31)).to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
 
 /// One tensor of every dtype plus empty and scalar ones, with `metadata`.
 fn every_dtype(metadata: Metadata) -> Gradient {
@@ -44,10 +32,6 @@ fn every_dtype(metadata: Metadata) -> Gradient {
             .expect("valid tensor"),
     );
     Gradient::new(Format::Safetensors, metadata, tensors).expect("unique names")
-}
-
-fn bits(values: &[f64]) -> Vec<u64> {
-    values.iter().map(|v| v.to_bits()).collect()
 }
 
 /// A tensor as the crate's writer sees it.
