@@ -20,6 +20,7 @@ mod embedded;
 mod error;
 pub mod importer;
 mod packstore;
+pub mod proof;
 pub mod reader;
 pub mod repo;
 pub mod unixfs;
