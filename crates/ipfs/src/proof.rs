@@ -176,10 +176,8 @@ pub enum ProofError {
         claimed: u64,
     },
     /// A child holds a different number of bytes than its parent's `blocksizes` says.
-    #[error("child {child} of {parent} holds {actual} bytes, its parent claims {claimed}")]
+    #[error("block {child} holds {actual} bytes, its parent claims {claimed}")]
     ChildSizeMismatch {
-        /// The parent node.
-        parent: Cid,
         /// The child.
         child: Cid,
         /// Bytes the parent claims for it.
@@ -578,7 +576,6 @@ impl<S: BlockSource> Walker<S> {
             let actual = self.nodes.get(child_at).map_or(0, |n| n.size);
             if actual != claimed {
                 return Err(ProofError::ChildSizeMismatch {
-                    parent: cid,
                     child,
                     claimed,
                     actual,
@@ -1032,7 +1029,7 @@ mod tests {
             multihash::Multihash::wrap(cids::IDENTITY, leaf).unwrap(),
         );
         let root = pb(vec![inline], UnixFsData::file(None, 4, vec![4]));
-        let v = verify_proof(&v0(&root), &[2], &[root.clone()], &generous()).unwrap();
+        let v = verify_proof(&v0(&root), &[2], std::slice::from_ref(&root), &generous()).unwrap();
         assert_eq!(v.draws[0].leaf, inline);
         assert_eq!(v.draws[0].leaf_range, 0..4);
         let store = MemoryBlockStore::new();
@@ -1048,7 +1045,7 @@ mod tests {
             vec![raw(leaf)],
             UnixFsData::file(Some(b"abc".to_vec()), 7, vec![4]),
         );
-        let v = verify_proof(&v0(&root), &[1], &[root.clone()], &generous()).unwrap();
+        let v = verify_proof(&v0(&root), &[1], std::slice::from_ref(&root), &generous()).unwrap();
         assert_eq!(
             (v.draws[0].leaf, v.draws[0].leaf_range.clone()),
             (v0(&root), 0..3)

@@ -1,6 +1,6 @@
 //! The rules every R3MES participant must agree on: the fixed chunk size, the
-//! retention classes, the layout of content paths, and deterministic shard
-//! assignment.
+//! retention classes, the layout of content paths, deterministic shard
+//! assignment, and the replica encoding of Proof-of-Replication.
 //!
 //! Everything here is a pure function of its arguments: no I/O, no wall clock,
 //! no floating point, so the chain's state machine can call it and every node
@@ -12,6 +12,7 @@
 
 pub mod chunk;
 pub mod layout;
+pub mod replica;
 pub mod retention;
 pub mod shard;
 
@@ -64,5 +65,18 @@ pub enum ProtocolError {
         path: String,
         /// Which rule it broke.
         reason: PathRejection,
+    },
+
+    /// Replica bytes were asked for past the end of the replica keystream
+    /// ([`replica::MAX_REPLICA_LEN`] bytes).
+    #[error(
+        "replica range of {len} bytes at offset {offset} passes the keystream end ({max} bytes)",
+        max = replica::MAX_REPLICA_LEN
+    )]
+    ReplicaTooLong {
+        /// First byte of the range.
+        offset: u64,
+        /// Bytes in the range.
+        len: u64,
     },
 }
