@@ -22,7 +22,7 @@
 //! block answers every draw.
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Range;
 
 use cid::Cid;
@@ -473,12 +473,12 @@ fn decode_node(cid: &Cid, block: &[u8]) -> Result<Node, ProofError> {
 
 /// The walk from the root to the block holding an offset, shared by the
 /// prover and the verifier so both see the same paths. Each distinct CID is
-/// fetched and decoded once.
+/// fetched and decoded once. Ordered maps only: no hasher seeded from the OS.
 struct Walker<S> {
     source: S,
     max_depth: usize,
     nodes: Vec<Node>,
-    index: HashMap<Cid, usize>,
+    index: BTreeMap<Cid, usize>,
 }
 
 impl<S: BlockSource> Walker<S> {
@@ -487,7 +487,7 @@ impl<S: BlockSource> Walker<S> {
             source,
             max_depth,
             nodes: Vec::new(),
-            index: HashMap::new(),
+            index: BTreeMap::new(),
         }
     }
 

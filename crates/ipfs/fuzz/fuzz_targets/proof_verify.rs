@@ -70,7 +70,9 @@ fn file_mode(mode: u8, mut data: &[u8]) {
         raw_leaves: mode & 1 == 1,
         cid_version: mode & 1,
     };
-    let draws: Vec<u64> = (0..1 + byte(&mut data) % 8).map(|_| word(&mut data)).collect();
+    let draws: Vec<u64> = (0..1 + byte(&mut data) % 8)
+        .map(|_| word(&mut data))
+        .collect();
     let edits = take(&mut data, 24).to_vec();
     let content = take(&mut data, 1 << 16);
     let mut sink = VecSink::default();
