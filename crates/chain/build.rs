@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?).join("../../proto");
-    let files = ["r3mes/chain/v1/tx.proto"];
+    let files = ["r3mes/chain/v1/types.proto", "r3mes/chain/v1/tx.proto"];
     for file in files {
         println!("cargo:rerun-if-changed={}", root.join(file).display());
     }

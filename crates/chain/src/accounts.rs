@@ -1,15 +1,17 @@
 //! Account records and supply accounting.
 //!
 //! Layout in `kv-0`:
-//! - account: key `0x10 || address (20 bytes)`, value 40 bytes
-//!   `be128(balance) || be128(stake) || be64(sequence)`. An account that
+//! - account: key `0x10 || address (20 bytes)`, value 64 bytes
+//!   `be128(balance) || be128(stake) || be128(unbonding) ||
+//!   be64(unbonding_release_height) || be64(sequence)`. An account that
 //!   was never written reads as all zeros.
 //! - total supply: key `0x11`, value `be128(total)`: the sum of every
-//!   balance and stake. Only [`mint`] and [`burn`] change it; transfers
-//!   move amounts between accounts and leave it unchanged.
+//!   balance, stake and unbonding amount. Only [`mint`], [`mint_stake`] and
+//!   [`burn`] (and slashing, which burns) change it; transfers and bonding
+//!   move amounts within or between accounts and leave it unchanged.
 
 use crate::crypto::Address;
-use crate::state::{BlockWriter, Key, Tx};
+use crate::state::{BlockWriter, Key, State, Tx};
 use crate::{Error, Result};
 
 /// Table prefix byte of account records.
@@ -17,43 +19,84 @@ pub const ACCOUNT_TABLE: u8 = 0x10;
 /// Table prefix byte of the total-supply record.
 pub const SUPPLY_TABLE: u8 = 0x11;
 /// Encoded length of an [`Account`].
-pub const ACCOUNT_LEN: usize = 40;
+pub const ACCOUNT_LEN: usize = 64;
 
-/// Read and write access to the staged state: implemented by
-/// [`BlockWriter`] and by a transaction [`Tx`] inside it.
-pub trait Store {
-    /// The value under `key`, as this writer sees it.
+/// Read access to state: the committed [`State`] (queries), a
+/// [`BlockWriter`] or a transaction [`Tx`] inside it (staged writes seen
+/// first).
+pub trait StoreRead {
+    /// The value under `key`, as this view sees it.
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>>;
-    /// Stages `key = value`.
-    fn put(&mut self, key: &[u8], value: &[u8]);
+    /// The first `limit` pairs under `prefix`, in key order.
+    fn scan_prefix(&self, prefix: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>>;
 }
 
-impl Store for BlockWriter<'_> {
+/// Read and write access to the staged state of a block.
+pub trait Store: StoreRead {
+    /// Stages `key = value`.
+    fn put(&mut self, key: &[u8], value: &[u8]);
+    /// Stages the removal of `key`.
+    fn delete(&mut self, key: &[u8]);
+}
+
+impl StoreRead for State {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        State::get(self, key)
+    }
+    fn scan_prefix(&self, prefix: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        State::scan_prefix(self, prefix, limit)
+    }
+}
+
+impl StoreRead for BlockWriter<'_> {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
         BlockWriter::get(self, key)
     }
+    fn scan_prefix(&self, prefix: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        BlockWriter::scan_prefix(self, prefix, limit)
+    }
+}
+
+impl Store for BlockWriter<'_> {
     fn put(&mut self, key: &[u8], value: &[u8]) {
         BlockWriter::put(self, key, value);
+    }
+    fn delete(&mut self, key: &[u8]) {
+        BlockWriter::delete(self, key);
+    }
+}
+
+impl StoreRead for Tx<'_, '_> {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        Tx::get(self, key)
+    }
+    fn scan_prefix(&self, prefix: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        Tx::scan_prefix(self, prefix, limit)
     }
 }
 
 impl Store for Tx<'_, '_> {
-    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        Tx::get(self, key)
-    }
     fn put(&mut self, key: &[u8], value: &[u8]) {
         Tx::put(self, key, value);
     }
+    fn delete(&mut self, key: &[u8]) {
+        Tx::delete(self, key);
+    }
 }
 
-/// One account: liquid balance, bonded stake (both in `uremes`) and the
-/// sequence the next transaction must carry.
+/// One account: liquid balance, bonded stake, stake being unbonded (all in
+/// `uremes`) and the sequence the next transaction must carry.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Account {
     /// Spendable balance, uremes.
     pub balance: u128,
     /// Bonded stake, uremes.
     pub stake: u128,
+    /// Stake leaving the bond: still slashable, returned to the balance at
+    /// `unbonding_release_height`.
+    pub unbonding: u128,
+    /// Height from which `unbonding` may return to the balance.
+    pub unbonding_release_height: u64,
     /// Number of transactions this account has executed.
     pub sequence: u64,
 }
@@ -64,7 +107,9 @@ impl Account {
         let mut out = [0u8; ACCOUNT_LEN];
         out[..16].copy_from_slice(&self.balance.to_be_bytes());
         out[16..32].copy_from_slice(&self.stake.to_be_bytes());
-        out[32..].copy_from_slice(&self.sequence.to_be_bytes());
+        out[32..48].copy_from_slice(&self.unbonding.to_be_bytes());
+        out[48..56].copy_from_slice(&self.unbonding_release_height.to_be_bytes());
+        out[56..].copy_from_slice(&self.sequence.to_be_bytes());
         out
     }
 
@@ -74,17 +119,22 @@ impl Account {
         let arr: &[u8; ACCOUNT_LEN] = bytes
             .try_into()
             .map_err(|_| Error::Store(format!("account record of {} bytes", bytes.len())))?;
-        let mut b = [0u8; 16];
-        b.copy_from_slice(&arr[..16]);
-        let balance = u128::from_be_bytes(b);
-        b.copy_from_slice(&arr[16..32]);
-        let stake = u128::from_be_bytes(b);
-        let mut s = [0u8; 8];
-        s.copy_from_slice(&arr[32..]);
+        let u128_at = |at: usize| {
+            let mut b = [0u8; 16];
+            b.copy_from_slice(&arr[at..at + 16]);
+            u128::from_be_bytes(b)
+        };
+        let u64_at = |at: usize| {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&arr[at..at + 8]);
+            u64::from_be_bytes(b)
+        };
         Ok(Account {
-            balance,
-            stake,
-            sequence: u64::from_be_bytes(s),
+            balance: u128_at(0),
+            stake: u128_at(16),
+            unbonding: u128_at(32),
+            unbonding_release_height: u64_at(48),
+            sequence: u64_at(56),
         })
     }
 }
@@ -100,7 +150,7 @@ pub fn supply_key() -> Key {
 }
 
 /// `address`'s account (all zeros if never written).
-pub fn get_account(store: &impl Store, address: &Address) -> Result<Account> {
+pub fn get_account(store: &impl StoreRead, address: &Address) -> Result<Account> {
     match store.get(account_key(address).as_bytes())? {
         Some(bytes) => Account::decode(&bytes),
         None => Ok(Account::default()),
@@ -134,7 +184,7 @@ fn decode_supply(bytes: Option<Vec<u8>>) -> Result<u128> {
 }
 
 /// The total supply as `store` sees it (0 if never written).
-pub fn total_supply(store: &impl Store) -> Result<u128> {
+pub fn total_supply(store: &impl StoreRead) -> Result<u128> {
     decode_supply(store.get(supply_key().as_bytes())?)
 }
 
@@ -229,13 +279,17 @@ mod tests {
         let a = Account {
             balance: 1,
             stake: 2,
+            unbonding: 4,
+            unbonding_release_height: 5,
             sequence: 3,
         };
         let e = a.encode();
         assert_eq!(e[15], 1);
         assert_eq!(e[31], 2);
-        assert_eq!(e[39], 3);
+        assert_eq!(e[47], 4);
+        assert_eq!(e[55], 5);
+        assert_eq!(e[63], 3);
         assert_eq!(Account::decode(&e).unwrap(), a);
-        assert!(Account::decode(&e[..39]).is_err());
+        assert!(Account::decode(&e[..63]).is_err());
     }
 }

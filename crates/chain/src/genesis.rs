@@ -22,6 +22,7 @@ use crate::apphash::Hash;
 use crate::crypto::Address;
 use crate::params::Params;
 use crate::state::State;
+use crate::tables::{CHAIN_INFO, PARAMS, VALIDATOR, singleton};
 use crate::{Error, Result};
 
 /// One account as written in the genesis file.
@@ -49,6 +50,10 @@ pub struct GenesisFile {
     pub params: Params,
     /// Initial accounts.
     pub accounts: Vec<GenesisAccount>,
+    /// Validator addresses (bech32): they approve datasets, issue
+    /// challenges, submit verification results and register models.
+    #[serde(default)]
+    pub validators: Vec<String>,
 }
 
 /// A checked initial account.
@@ -75,6 +80,8 @@ pub struct Genesis {
     pub accounts: Vec<InitialAccount>,
     /// Sum of every balance and stake.
     pub total_supply: u128,
+    /// Validators, in file order.
+    pub validators: Vec<Address>,
 }
 
 fn invalid(msg: String) -> Error {
@@ -131,7 +138,20 @@ impl Genesis {
                 stake,
             });
         }
+        let mut validators = Vec::with_capacity(file.validators.len());
+        let mut seen_validators = BTreeSet::new();
+        for (i, v) in file.validators.iter().enumerate() {
+            let address =
+                Address::parse(v).map_err(|e| invalid(format!("validator {i}: address: {e}")))?;
+            if !seen_validators.insert(address) {
+                return Err(invalid(format!(
+                    "validator {i}: duplicate address {address}"
+                )));
+            }
+            validators.push(address);
+        }
         Ok(Genesis {
+            validators,
             chain_id: file.chain_id,
             genesis_time_ms: file.genesis_time_ms,
             params: file.params,
@@ -149,14 +169,41 @@ impl Genesis {
     }
 }
 
+/// The chain's identity as stored in state (key `0x02`, JSON).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChainInfo {
+    /// The chain id.
+    pub chain_id: String,
+    /// Block time of height 0, ms.
+    pub genesis_time_ms: i64,
+}
+
 /// Writes the genesis accounts (balances and stakes minted, so the total
-/// supply record equals [`Genesis::total_supply`]) as block 1 and commits
-/// it, returning the app hash. The state must be at height 0.
+/// supply record equals [`Genesis::total_supply`]), the validators, the
+/// parameters and the chain info as block 1 and commits it, returning the
+/// app hash. The state must be at height 0.
 pub fn apply_genesis(state: &State, genesis: &Genesis) -> Result<Hash> {
     let mut block = state.begin_block(1)?;
     for a in &genesis.accounts {
         mint(&mut block, &a.address, a.balance)?;
         mint_stake(&mut block, &a.address, a.stake)?;
     }
+    for v in &genesis.validators {
+        block.put(validator_key(v).as_bytes(), &[]);
+    }
+    let params = serde_json::to_vec(&genesis.params).map_err(|e| Error::Store(e.to_string()))?;
+    block.put(singleton(PARAMS).as_bytes(), &params);
+    let info = ChainInfo {
+        chain_id: genesis.chain_id.clone(),
+        genesis_time_ms: genesis.genesis_time_ms,
+    };
+    let info = serde_json::to_vec(&info).map_err(|e| Error::Store(e.to_string()))?;
+    block.put(singleton(CHAIN_INFO).as_bytes(), &info);
     block.commit()
+}
+
+/// The state key marking `address` as a validator.
+pub fn validator_key(address: &Address) -> crate::state::Key {
+    crate::state::Key::new(VALIDATOR).tail(address.as_bytes())
 }

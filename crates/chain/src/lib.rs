@@ -21,11 +21,25 @@
 pub mod accounts;
 pub mod apphash;
 pub mod apply;
+pub mod challenges;
 pub mod crypto;
+pub mod datasets;
+pub mod exec;
+pub mod gc;
 pub mod genesis;
+pub mod gradients;
+pub mod keeper;
+pub mod models;
 pub mod params;
+pub mod pins;
+pub mod queries;
+pub mod replicas;
+pub mod rounds;
+pub mod staking;
 pub mod state;
+pub mod tables;
 pub mod tx;
+pub mod verification;
 
 /// Generated protobuf types of `r3mes.chain.v1` (see `tx.proto`).
 #[allow(clippy::all, missing_docs, rust_2018_idioms)]
@@ -34,6 +48,7 @@ pub mod proto {
 }
 
 pub use crypto::{Address, PublicKey, SecretKey, Signature};
+pub use keeper::{Block, Keeper};
 pub use tx::SignedTx;
 
 /// Result type of this crate.
@@ -177,6 +192,71 @@ pub enum Error {
     /// The account's sequence would exceed u64.
     #[error("account sequence overflows u64")]
     SequenceOverflow,
+    /// A field that must hold a CID does not (malformed, unsupported codec,
+    /// or a hash other than sha2-256).
+    #[error("{field}: invalid CID {input:?}: {reason}")]
+    InvalidCid {
+        /// The message field.
+        field: &'static str,
+        /// What was given.
+        input: String,
+        /// Why it is rejected.
+        reason: String,
+    },
+    /// A chunk does not carry exactly 2048 tokens (the seed's
+    /// `ValidateChunkSize`).
+    #[error("invalid chunk size: chunk must be exactly 2048 tokens, got {token_count}")]
+    InvalidChunkSize {
+        /// The token count claimed.
+        token_count: u64,
+    },
+    /// A message field is missing, malformed or out of range.
+    #[error("invalid message: {0}")]
+    InvalidMessage(String),
+    /// The signer lacks the role or stake the message needs.
+    #[error("unauthorized: {0}")]
+    Unauthorized(String),
+    /// The submission is for a round that is not open.
+    #[error("round {round} is not open (current round: {current})")]
+    RoundNotOpen {
+        /// The round named.
+        round: u64,
+        /// The open round (0 before the first).
+        current: u64,
+    },
+    /// The shard is not the one `AssignShard` gives the miner this round.
+    #[error("shard {found} is not the miner's shard for this round (expected {expected})")]
+    WrongShard {
+        /// The assigned shard.
+        expected: u64,
+        /// The shard claimed.
+        found: u64,
+    },
+    /// The proof-of-work hash has too few leading zero bits.
+    #[error("proof of work has {found} leading zero bits, need {required}")]
+    InsufficientWork {
+        /// Bits required.
+        required: u32,
+        /// Bits found.
+        found: u32,
+    },
+    /// A record that must be new already exists.
+    #[error("already exists: {0}")]
+    AlreadyExists(String),
+    /// A record the message refers to does not exist.
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// The challenge is not pending or its deadline has passed.
+    #[error("challenge {id} cannot be answered: {reason}")]
+    ChallengeClosed {
+        /// Hex challenge id.
+        id: String,
+        /// Why.
+        reason: String,
+    },
+    /// A challenge answer does not prove the challenged leaves.
+    #[error("invalid availability proof: {0}")]
+    InvalidProof(String),
 }
 
 impl Error {
@@ -211,6 +291,17 @@ impl Error {
             Error::InsufficientFunds { .. } => 52,
             Error::AmountOverflow => 53,
             Error::SequenceOverflow => 54,
+            Error::InvalidCid { .. } => 60,
+            Error::InvalidChunkSize { .. } => 61,
+            Error::InvalidMessage(_) => 62,
+            Error::Unauthorized(_) => 63,
+            Error::RoundNotOpen { .. } => 64,
+            Error::WrongShard { .. } => 65,
+            Error::InsufficientWork { .. } => 66,
+            Error::AlreadyExists(_) => 67,
+            Error::NotFound(_) => 68,
+            Error::ChallengeClosed { .. } => 69,
+            Error::InvalidProof(_) => 70,
         }
     }
 }

@@ -49,6 +49,42 @@ pub struct Params {
     /// Leading zero bits required of a gradient's proof-of-work hash.
     /// Default 16.
     pub pow_difficulty_bits: u32,
+    /// Largest encoded `MsgRespondChallenge` transaction, bytes (it carries
+    /// up to `challenge_leaves` leaf blocks of 256 KiB and their ancestors).
+    /// Default 4 MiB.
+    pub max_response_bytes: u64,
+    /// Share of a slashed amount credited to the challenger (or verifying
+    /// validator), ppm; the rest is burned. Default 500,000 (50 %).
+    pub challenger_reward_ppm: u64,
+    /// Share of the miner's stake slashed for a failed tolerant
+    /// verification, ppm. Default 20,000 (2 %).
+    pub slash_verification_ppm: u64,
+    /// Smallest stake that lets an account submit gradients, uremes.
+    /// Default 1.
+    pub min_miner_stake: u64,
+    /// Blocks unbonding stake stays slashable before it returns to the
+    /// balance. Default 100.
+    pub unbonding_blocks: u64,
+    /// Most chunks one gradient may claim. Default 16.
+    pub max_chunks_per_gradient: u32,
+    /// Validator approvals that move a proposed dataset to the approved
+    /// registry. Default 1.
+    pub dataset_approvals: u32,
+    /// Shard count of rounds while no dataset is approved. Default 1.
+    pub default_total_shards: u64,
+    /// Most records removed by retention GC per block; the rest wait for
+    /// the next block. Default 1,000.
+    pub max_gc_per_block: u32,
+    /// Most overdue challenges failed per block; the rest wait for the next
+    /// block. Default 1,000.
+    pub max_challenge_deadlines_per_block: u32,
+    /// Largest pinning reward per block a pin may claim, uremes. Default 10.
+    pub max_pin_reward_per_block: u64,
+    /// Smallest stake a pin must bond, uremes. Default 1,000.
+    pub min_pin_stake: u64,
+    /// Longest pinning obligation, blocks (default: the checkpoint
+    /// retention).
+    pub max_pin_blocks: u64,
 }
 
 impl Default for Params {
@@ -83,6 +119,19 @@ impl Params {
             max_tx_bytes: 65_536,
             max_clock_skew_ms: 60_000,
             pow_difficulty_bits: 16,
+            max_response_bytes: 4 * 1024 * 1024,
+            challenger_reward_ppm: 500_000,
+            slash_verification_ppm: 20_000,
+            min_miner_stake: 1,
+            unbonding_blocks: 100,
+            max_chunks_per_gradient: 16,
+            dataset_approvals: 1,
+            default_total_shards: 1,
+            max_gc_per_block: 1_000,
+            max_challenge_deadlines_per_block: 1_000,
+            max_pin_reward_per_block: 10,
+            min_pin_stake: 1_000,
+            max_pin_blocks: blocks(365 * DAY_MS),
         }
     }
 
@@ -118,6 +167,30 @@ impl Params {
         }
         if self.pow_difficulty_bits > 256 {
             return bad("pow_difficulty_bits must be at most 256");
+        }
+        if self.max_response_bytes < self.max_tx_bytes {
+            return bad("max_response_bytes must be at least max_tx_bytes");
+        }
+        if self.challenger_reward_ppm > PPM || self.slash_verification_ppm > PPM {
+            return bad("challenger_reward_ppm and slash_verification_ppm must be at most 1000000");
+        }
+        if self.challenge_leaves > 64 {
+            return bad("challenge_leaves must be at most 64");
+        }
+        if self.max_chunks_per_gradient == 0 {
+            return bad("max_chunks_per_gradient must be positive");
+        }
+        if self.dataset_approvals == 0 {
+            return bad("dataset_approvals must be positive");
+        }
+        if self.default_total_shards == 0 {
+            return bad("default_total_shards must be positive");
+        }
+        if self.max_gc_per_block == 0 || self.max_challenge_deadlines_per_block == 0 {
+            return bad("max_gc_per_block and max_challenge_deadlines_per_block must be positive");
+        }
+        if self.max_pin_blocks == 0 {
+            return bad("max_pin_blocks must be positive");
         }
         Ok(())
     }

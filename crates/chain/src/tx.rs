@@ -152,19 +152,43 @@ impl SignedTx {
         )?;
         pubkey.verify(&bytes, &signature)?;
         let signer = pubkey.address();
-        match msg {
-            tx_body::Msg::Send(send) => {
-                let from = Address::parse(&send.from)?;
-                if from != signer {
-                    return Err(Error::SignerMismatch {
-                        msg_signer: send.from.clone(),
-                        tx_signer: signer.to_string(),
-                    });
-                }
-            }
+        let named = message_signer(msg);
+        let from = Address::parse(named)?;
+        if from != signer {
+            return Err(Error::SignerMismatch {
+                msg_signer: named.to_owned(),
+                tx_signer: signer.to_string(),
+            });
         }
         Ok(signer)
     }
+}
+
+/// The address a message names as its signer (its first field).
+pub fn message_signer(msg: &tx_body::Msg) -> &str {
+    use tx_body::Msg;
+    match msg {
+        Msg::Send(m) => &m.from,
+        Msg::Stake(m) => &m.from,
+        Msg::Unstake(m) => &m.from,
+        Msg::SubmitGradient(m) => &m.miner,
+        Msg::ProposeDataset(m) => &m.proposer,
+        Msg::ApproveDataset(m) => &m.validator,
+        Msg::DeactivateDataset(m) => &m.validator,
+        Msg::IssueChallenge(m) => &m.challenger,
+        Msg::RespondChallenge(m) => &m.responder,
+        Msg::RegisterReplica(m) => &m.miner,
+        Msg::RegisterPin(m) => &m.pinner,
+        Msg::ClaimPinRewards(m) => &m.pinner,
+        Msg::SubmitVerification(m) => &m.validator,
+        Msg::RegisterModel(m) => &m.authority,
+        Msg::RecordTrace(m) => &m.submitter,
+    }
+}
+
+/// Joins the two halves of a u128 carried as `(low, high)` u64 fields.
+pub fn join_amount(low: u64, high: u64) -> u128 {
+    (u128::from(high) << 64) | u128::from(low)
 }
 
 /// The u128 amount of a `MsgSend` (`amount_high << 64 | amount_low`).

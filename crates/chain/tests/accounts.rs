@@ -5,9 +5,12 @@ use proptest::prelude::*;
 use r3mes_chain::accounts::{
     Account, burn, committed_total_supply, get_account, get_committed_account, mint,
 };
-use r3mes_chain::apply::apply_tx;
+use r3mes_chain::apply::{TxOutcome, apply_tx};
+use r3mes_chain::exec::Ctx;
 use r3mes_chain::genesis::{Genesis, apply_genesis};
+use r3mes_chain::params::Params;
 use r3mes_chain::proto::{MsgSend, TxBody, tx_body};
+use r3mes_chain::state::BlockWriter;
 use r3mes_chain::state::State;
 use r3mes_chain::tx::split_amount;
 use r3mes_chain::{Address, SecretKey, SignedTx};
@@ -36,6 +39,24 @@ fn send(from: u8, to: &str, amount: u128, seq: u64, chain: &str, t: i64) -> Sign
     SignedTx::sign(body, &key(from), seq, chain, t).expect("helper")
 }
 
+/// Applies `tx` in `b` at block time `t` with a zero block hash.
+fn apply(
+    b: &mut BlockWriter<'_>,
+    tx: &SignedTx,
+    params: &Params,
+    chain: &str,
+    t: i64,
+) -> r3mes_chain::Result<TxOutcome> {
+    let ctx = Ctx {
+        params,
+        chain_id: chain,
+        height: b.height(),
+        time_ms: t,
+        block_hash: [0; 32],
+    };
+    apply_tx(b, tx, &ctx)
+}
+
 fn setup() -> (State, Genesis) {
     let g = Genesis::from_json(FIXTURE).expect("helper");
     let s = State::in_memory().expect("helper");
@@ -52,7 +73,7 @@ fn send_moves_funds_and_bumps_sequence() {
     let (s, g) = setup();
     let mut b = s.begin_block(2).unwrap();
     let to = addr(3).to_string();
-    apply_tx(
+    apply(
         &mut b,
         &send(1, &to, 400, 0, CHAIN, t2(&g)),
         &g.params,
@@ -60,7 +81,7 @@ fn send_moves_funds_and_bumps_sequence() {
         t2(&g),
     )
     .unwrap();
-    apply_tx(
+    apply(
         &mut b,
         &send(1, &to, 100, 1, CHAIN, t2(&g)),
         &g.params,
@@ -84,7 +105,7 @@ fn send_to_self_only_bumps_sequence() {
     let (s, g) = setup();
     let mut b = s.begin_block(2).unwrap();
     let me = addr(2).to_string();
-    apply_tx(
+    apply(
         &mut b,
         &send(2, &me, 1000, 0, CHAIN, t2(&g)),
         &g.params,
@@ -94,7 +115,7 @@ fn send_to_self_only_bumps_sequence() {
     .unwrap();
     let acc = get_account(&b, &addr(2)).unwrap();
     assert_eq!((acc.balance, acc.sequence), (1000, 1));
-    let err = apply_tx(
+    let err = apply(
         &mut b,
         &send(2, &me, 1001, 1, CHAIN, t2(&g)),
         &g.params,
@@ -130,14 +151,14 @@ fn failed_txs_change_nothing() {
         ),
     ];
     for (tx, code) in &cases {
-        let err = apply_tx(&mut b, tx, &g.params, CHAIN, t).unwrap_err();
+        let err = apply(&mut b, tx, &g.params, CHAIN, t).unwrap_err();
         assert_eq!(err.code(), *code, "{err}");
         assert_eq!(get_account(&b, &addr(2)).unwrap(), before);
         assert_eq!(get_account(&b, &addr(3)).unwrap(), Account::default());
     }
     let mut small = g.params.clone();
     small.max_tx_bytes = 10;
-    let err = apply_tx(&mut b, &send(2, &to, 1, 0, CHAIN, t), &small, CHAIN, t);
+    let err = apply(&mut b, &send(2, &to, 1, 0, CHAIN, t), &small, CHAIN, t);
     assert_eq!(err.unwrap_err().code(), 20);
     assert_eq!(get_account(&b, &addr(2)).unwrap(), before);
 }
@@ -148,20 +169,16 @@ fn replay_is_rejected() {
     let t = t2(&g);
     let tx = send(1, &addr(2).to_string(), 7, 0, CHAIN, t);
     let mut b = s.begin_block(2).unwrap();
-    apply_tx(&mut b, &tx, &g.params, CHAIN, t).unwrap();
+    apply(&mut b, &tx, &g.params, CHAIN, t).unwrap();
     assert_eq!(
-        apply_tx(&mut b, &tx, &g.params, CHAIN, t)
-            .unwrap_err()
-            .code(),
+        apply(&mut b, &tx, &g.params, CHAIN, t).unwrap_err().code(),
         26
     );
     b.commit().unwrap();
     let t3 = g.block_time_ms(3).unwrap();
     let mut b = s.begin_block(3).unwrap();
     assert_eq!(
-        apply_tx(&mut b, &tx, &g.params, CHAIN, t3)
-            .unwrap_err()
-            .code(),
+        apply(&mut b, &tx, &g.params, CHAIN, t3).unwrap_err().code(),
         26
     );
     assert_eq!(get_account(&b, &addr(2)).unwrap().balance, 1007);
@@ -213,7 +230,7 @@ fn run(blocks: &[Vec<Op>]) -> (State, Vec<[u8; 32]>, u128) {
         for o in ops {
             let seq = get_account(&b, &addr(o.from)).expect("helper").sequence + o.seq_offset;
             let tx = send(o.from, &addr(o.to).to_string(), o.amount, seq, CHAIN, t);
-            let _ = apply_tx(&mut b, &tx, &g.params, CHAIN, t);
+            let _ = apply(&mut b, &tx, &g.params, CHAIN, t);
         }
         hashes.push(b.commit().expect("helper"));
     }
@@ -234,7 +251,7 @@ proptest! {
         let sum: u128 = (1..=4u8)
             .map(|i| {
                 let a = get_committed_account(&s1, &addr(i)).unwrap();
-                a.balance + a.stake
+                a.balance + a.stake + a.unbonding
             })
             .sum();
         prop_assert_eq!(sum, supply);

@@ -1,0 +1,171 @@
+//! Retention and garbage collection (the seed's `DataPolicies` and
+//! `PerformGarbageCollection`).
+//!
+//! Every record with a retention period is queued at creation under
+//! `(expiry height, kind)` ([`crate::tables::schedule_expiry`]). The
+//! end-of-block work of height `h` walks the queue in key order from the
+//! oldest height up to `h` and removes at most `max_gc_per_block` records;
+//! a partly processed list is written back with the rest, which the next
+//! block continues. Work is proportional to what expires, never to the
+//! state's size. Every removed gradient, replica or trace emits
+//! `EvRecordExpired` and `EvUnpin` for its CID (the node unpins it from its
+//! content store); a model version unpins the CIDs no later version still
+//! uses; pins end their obligation ([`crate::pins::expire`]).
+
+use crate::accounts::Store;
+use crate::exec::{Ctx, Events, cid_text, emit};
+use crate::models::{latest_version, model_cids, model_key, trace_key};
+use crate::proto::{
+    ComputationTrace, EvRecordExpired, EvUnpin, ModelVersion, ProofOfReplication, StoredGradient,
+    event,
+};
+use crate::replicas::replica_key;
+use crate::state::Key;
+use crate::tables::{
+    CHALLENGE, EXPIRY, ExpiryKind, VERIFICATION, get_record, hex_lower, list_items, list_value,
+};
+use crate::{Error, Result};
+
+fn expired(events: &mut Events, kind: ExpiryKind, id: String) {
+    emit(
+        events,
+        event::Kind::RecordExpired(EvRecordExpired {
+            record_kind: kind.name().into(),
+            id,
+        }),
+    );
+}
+
+fn unpin(events: &mut Events, cid: String) {
+    emit(events, event::Kind::Unpin(EvUnpin { cid }));
+}
+
+/// End-of-block work: removes up to `max_gc_per_block` expired records.
+/// Returns how many were processed.
+pub fn end_block(store: &mut impl Store, ctx: &Ctx<'_>, events: &mut Events) -> Result<u32> {
+    let mut budget = ctx.params.max_gc_per_block;
+    let mut done = 0;
+    while budget > 0 {
+        let Some((key, value)) = store.scan_prefix(&[EXPIRY], 1)?.into_iter().next() else {
+            break;
+        };
+        let (height, kind) = parse_key(&key)?;
+        if height > ctx.height {
+            break;
+        }
+        let items = list_items(&value)?;
+        let take = items.len().min(budget as usize);
+        for id in &items[..take] {
+            remove(store, ctx, height, kind, id, events)?;
+        }
+        if take == items.len() {
+            store.delete(&key);
+        } else {
+            store.put(&key, &list_value(&items[take..])?);
+        }
+        let take = u32::try_from(take).unwrap_or(u32::MAX);
+        budget -= take;
+        done += take;
+    }
+    Ok(done)
+}
+
+fn parse_key(key: &[u8]) -> Result<(u64, ExpiryKind)> {
+    let rest = key
+        .get(1..)
+        .ok_or_else(|| Error::Store("short expiry key".into()))?;
+    let (height, kind) = rest
+        .split_first_chunk::<8>()
+        .ok_or_else(|| Error::Store("short expiry key".into()))?;
+    let kind = match kind {
+        [k] => ExpiryKind::from_byte(*k)?,
+        _ => return Err(Error::Store("malformed expiry key".into())),
+    };
+    Ok((u64::from_be_bytes(*height), kind))
+}
+
+/// Removes one queued record if it still expires at `height` (a record
+/// may have been removed or re-keyed since it was queued).
+fn remove(
+    store: &mut impl Store,
+    ctx: &Ctx<'_>,
+    height: u64,
+    kind: ExpiryKind,
+    id: &[u8],
+    events: &mut Events,
+) -> Result<()> {
+    match kind {
+        ExpiryKind::Gradient => {
+            let key = crate::gradients::gradient_key(id);
+            if let Some(g) = get_record::<StoredGradient>(store, &key)?
+                && g.expiry_height == height
+            {
+                store.delete(key.as_bytes());
+                let round = g.metadata.as_ref().map_or(0, |m| m.round_id);
+                let marker = crate::gradients::by_round_key(round, &g.miner, id);
+                store.delete(marker.as_bytes());
+                expired(events, kind, cid_text(id));
+                unpin(events, cid_text(id));
+            }
+        }
+        ExpiryKind::Replica => {
+            let key = replica_key(id);
+            if let Some(r) = get_record::<ProofOfReplication>(store, &key)?
+                && r.expiry_height == height
+            {
+                store.delete(key.as_bytes());
+                expired(events, kind, cid_text(id));
+                unpin(events, cid_text(id));
+            }
+        }
+        ExpiryKind::Pin => {
+            if crate::pins::expire(store, ctx, id, events)? {
+                expired(events, kind, hex_lower(id));
+            }
+        }
+        ExpiryKind::Verification => {
+            let key = Key::new(VERIFICATION).tail(id);
+            if store.get(key.as_bytes())?.is_some() {
+                store.delete(key.as_bytes());
+                expired(events, kind, hex_lower(id));
+            }
+        }
+        ExpiryKind::Model => {
+            let version: [u8; 8] = id
+                .try_into()
+                .map_err(|_| Error::Store("model expiry id is not 8 bytes".into()))?;
+            let version = u64::from_be_bytes(version);
+            let key = model_key(version);
+            if let Some(m) = get_record::<ModelVersion>(store, &key)? {
+                store.delete(key.as_bytes());
+                expired(events, kind, version.to_string());
+                let latest = get_record::<ModelVersion>(store, &model_key(latest_version(store)?))?;
+                let kept = latest.map(|l| model_cids(&l)).unwrap_or_default();
+                for cid in model_cids(&m) {
+                    if !kept.contains(&cid) {
+                        unpin(events, cid);
+                    }
+                }
+            }
+        }
+        ExpiryKind::Trace => {
+            let trace_id: [u8; 32] = id
+                .try_into()
+                .map_err(|_| Error::Store("trace expiry id is not 32 bytes".into()))?;
+            let key = trace_key(&trace_id);
+            if let Some(t) = get_record::<ComputationTrace>(store, &key)? {
+                store.delete(key.as_bytes());
+                expired(events, kind, hex_lower(id));
+                unpin(events, cid_text(&t.trace_hash));
+            }
+        }
+        ExpiryKind::Challenge => {
+            let key = Key::new(CHALLENGE).tail(id);
+            if store.get(key.as_bytes())?.is_some() {
+                store.delete(key.as_bytes());
+                expired(events, kind, hex_lower(id));
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,205 @@
+//! Pinning incentives (the seed's `PinningIncentive`).
+//!
+//! A pinner bonds `stake` from its balance into the pin, promises to keep
+//! the content until `expiry_height`, and earns `reward_per_block` (at most
+//! `max_pin_reward_per_block`) for every block from registration to expiry.
+//! Rewards are minted (the only minting besides genesis) and paid when
+//! claimed and at expiry, so no per-block work is spent on pins. While the
+//! pin runs, validators may challenge it ([`crate::challenges`], kind PIN);
+//! a missed deadline slashes the pin's stake. At expiry the end-of-block GC
+//! pays the remaining rewards, returns the remaining stake and removes the
+//! pin: the obligation ends.
+
+use crate::accounts::{Store, StoreRead, get_account, mint, set_account};
+use crate::crypto::Address;
+use crate::exec::{Ctx, Events, emit, parse_cid};
+use crate::proto::{EvPin, MsgClaimPinRewards, MsgRegisterPin, PinningIncentive, event};
+use crate::staking::stored_amount;
+use crate::state::Key;
+use crate::tables::{ExpiryKind, PIN, get_record, put_record, schedule_expiry};
+use crate::tx::join_amount;
+use crate::{Error, Result};
+
+/// The key of a pin.
+pub fn pin_key(content_cid: &[u8], pinner: &Address) -> Key {
+    Key::new(PIN).tail(content_cid).tail(pinner.as_bytes())
+}
+
+/// `MsgRegisterPin` from `pinner`.
+pub fn register(
+    store: &mut impl Store,
+    ctx: &Ctx<'_>,
+    pinner: &Address,
+    msg: &MsgRegisterPin,
+    events: &mut Events,
+) -> Result<()> {
+    let cid = parse_cid("content_hash", &msg.content_hash)?;
+    let stake = join_amount(msg.stake_low, msg.stake_high);
+    if stake < u128::from(ctx.params.min_pin_stake) {
+        return Err(Error::InvalidMessage(format!(
+            "pin stake {stake} is below the minimum {}",
+            ctx.params.min_pin_stake
+        )));
+    }
+    if msg.reward_per_block > ctx.params.max_pin_reward_per_block {
+        return Err(Error::InvalidMessage(format!(
+            "reward_per_block {} exceeds the maximum {}",
+            msg.reward_per_block, ctx.params.max_pin_reward_per_block
+        )));
+    }
+    let latest = ctx.height.saturating_add(ctx.params.max_pin_blocks);
+    if msg.expiry_height <= ctx.height || msg.expiry_height > latest {
+        return Err(Error::InvalidMessage(format!(
+            "expiry_height {} must be in {}..={latest}",
+            msg.expiry_height,
+            ctx.height + 1
+        )));
+    }
+    let cid_bytes = cid.to_bytes();
+    let key = pin_key(&cid_bytes, pinner);
+    if store.get(key.as_bytes())?.is_some() {
+        return Err(Error::AlreadyExists(format!("pin of {cid} by {pinner}")));
+    }
+    let mut acc = get_account(store, pinner)?;
+    acc.balance = acc
+        .balance
+        .checked_sub(stake)
+        .ok_or(Error::InsufficientFunds {
+            balance: acc.balance,
+            needed: stake,
+        })?;
+    set_account(store, pinner, &acc);
+    let record = PinningIncentive {
+        content_hash: cid_bytes.clone(),
+        pinner_address: pinner.as_bytes().to_vec(),
+        stake_amount: stake.to_string(),
+        reward_per_block: msg.reward_per_block,
+        expiry_height: msg.expiry_height,
+        rewarded_height: ctx.height,
+        start_height: ctx.height,
+        rewards_paid: "0".into(),
+        verification_proof: Vec::new(),
+    };
+    put_record(store, &key, &record);
+    let mut id = cid_bytes;
+    id.extend_from_slice(pinner.as_bytes());
+    schedule_expiry(store, msg.expiry_height, ExpiryKind::Pin, &id)?;
+    emit(
+        events,
+        event::Kind::Pin(EvPin {
+            content_hash: cid.to_string(),
+            pinner: pinner.to_string(),
+            action: "registered".into(),
+            amount: stake.to_string(),
+        }),
+    );
+    Ok(())
+}
+
+/// Mints the rewards `pin` accrued up to `min(height, expiry)` to the
+/// pinner and advances `rewarded_height`. Returns the amount.
+pub fn pay_rewards(
+    store: &mut impl Store,
+    height: u64,
+    pinner: &Address,
+    pin: &mut PinningIncentive,
+    events: &mut Events,
+) -> Result<u128> {
+    let until = height.min(pin.expiry_height);
+    let blocks = until.saturating_sub(pin.rewarded_height);
+    let amount = u128::from(blocks) * u128::from(pin.reward_per_block);
+    pin.rewarded_height = pin.rewarded_height.max(until);
+    if amount == 0 {
+        return Ok(0);
+    }
+    mint(store, pinner, amount)?;
+    let paid = stored_amount(&pin.rewards_paid)?
+        .checked_add(amount)
+        .ok_or(Error::AmountOverflow)?;
+    pin.rewards_paid = paid.to_string();
+    emit(
+        events,
+        event::Kind::Pin(EvPin {
+            content_hash: crate::exec::cid_text(&pin.content_hash),
+            pinner: pinner.to_string(),
+            action: "reward".into(),
+            amount: amount.to_string(),
+        }),
+    );
+    Ok(amount)
+}
+
+/// `MsgClaimPinRewards` from `pinner`.
+pub fn claim(
+    store: &mut impl Store,
+    ctx: &Ctx<'_>,
+    pinner: &Address,
+    msg: &MsgClaimPinRewards,
+    events: &mut Events,
+) -> Result<u128> {
+    let cid = parse_cid("content_hash", &msg.content_hash)?;
+    let key = pin_key(&cid.to_bytes(), pinner);
+    let mut pin: PinningIncentive = get_record(store, &key)?
+        .ok_or_else(|| Error::NotFound(format!("pin of {cid} by {pinner}")))?;
+    let amount = pay_rewards(store, ctx.height, pinner, &mut pin, events)?;
+    put_record(store, &key, &pin);
+    Ok(amount)
+}
+
+/// Ends a pin at expiry: pays the remaining rewards, returns the remaining
+/// stake to the balance, removes the record.
+pub fn expire(
+    store: &mut impl Store,
+    ctx: &Ctx<'_>,
+    id: &[u8],
+    events: &mut Events,
+) -> Result<bool> {
+    let Some(split) = id.len().checked_sub(20) else {
+        return Err(Error::Store("pin expiry id shorter than an address".into()));
+    };
+    let (cid_bytes, pinner) = id.split_at(split);
+    let pinner = Address(
+        pinner
+            .try_into()
+            .map_err(|_| Error::Store("pin expiry id address".into()))?,
+    );
+    let key = pin_key(cid_bytes, &pinner);
+    let Some(mut pin) = get_record::<PinningIncentive>(store, &key)? else {
+        return Ok(false);
+    };
+    if pin.expiry_height > ctx.height {
+        return Ok(false);
+    }
+    pay_rewards(store, ctx.height, &pinner, &mut pin, events)?;
+    let stake = stored_amount(&pin.stake_amount)?;
+    let mut acc = get_account(store, &pinner)?;
+    acc.balance = acc
+        .balance
+        .checked_add(stake)
+        .ok_or(Error::AmountOverflow)?;
+    set_account(store, &pinner, &acc);
+    store.delete(key.as_bytes());
+    emit(
+        events,
+        event::Kind::Pin(EvPin {
+            content_hash: crate::exec::cid_text(cid_bytes),
+            pinner: pinner.to_string(),
+            action: "expired".into(),
+            amount: stake.to_string(),
+        }),
+    );
+    Ok(true)
+}
+
+/// Sum of the stakes held in pins (part of the total supply).
+pub fn total_pin_stake(store: &impl StoreRead) -> Result<u128> {
+    let mut total: u128 = 0;
+    for (_, v) in store.scan_prefix(&[PIN], usize::MAX)? {
+        let pin = <PinningIncentive as prost::Message>::decode(v.as_slice())
+            .map_err(|e| Error::Store(format!("pin record: {e}")))?;
+        total = total
+            .checked_add(stored_amount(&pin.stake_amount)?)
+            .ok_or(Error::AmountOverflow)?;
+    }
+    Ok(total)
+}

@@ -1,0 +1,226 @@
+//! Read-only queries over committed state (or any [`StoreRead`] view):
+//! every record kind, per-miner and per-round listings, params, stakes and
+//! balances. Listings take a limit; nothing here writes.
+
+use crate::accounts::{Account, StoreRead, get_account, total_supply};
+use crate::challenges::{get_challenge, pending_for};
+use crate::crypto::Address;
+use crate::datasets::get_dataset;
+use crate::gradients::get_gradient;
+use crate::models::{latest_version, model_key, trace_key};
+use crate::pins::pin_key;
+use crate::proto::{
+    Challenge, ComputationTrace, DataShard, Dataset, ModelVersion, PinningIncentive,
+    ProofOfReplication, Round, StoredGradient, VerificationResult,
+};
+use crate::replicas::replica_key;
+use crate::rounds::{assigned_shard, current_round, get_round};
+use crate::state::Key;
+use crate::tables::{
+    DATASET, GRADIENT_BY_ROUND, PIN, SHARD, VALIDATOR, VERIFICATION, get_record, parse_hex,
+};
+use crate::{Error, Result};
+
+fn decode<M: prost::Message + Default>(bytes: &[u8]) -> Result<M> {
+    M::decode(bytes).map_err(|e| Error::Store(format!("record: {e}")))
+}
+
+fn address_at(bytes: &[u8]) -> Result<Address> {
+    Ok(Address(bytes.try_into().map_err(|_| {
+        Error::Store("address is not 20 bytes".into())
+    })?))
+}
+
+/// An account (balance, stake, unbonding, sequence).
+pub fn account(store: &impl StoreRead, address: &Address) -> Result<Account> {
+    get_account(store, address)
+}
+
+/// The total supply.
+pub fn supply(store: &impl StoreRead) -> Result<u128> {
+    total_supply(store)
+}
+
+/// The validators, sorted by address.
+pub fn validators(store: &impl StoreRead) -> Result<Vec<Address>> {
+    store
+        .scan_prefix(&[VALIDATOR], usize::MAX)?
+        .into_iter()
+        .map(|(k, _)| address_at(&k[1..]))
+        .collect()
+}
+
+/// A stored gradient by CID text.
+pub fn gradient(store: &impl StoreRead, cid: &str) -> Result<Option<StoredGradient>> {
+    let cid = crate::exec::parse_cid("cid", cid)?;
+    get_gradient(store, &cid.to_bytes())
+}
+
+/// Gradients of `round`, optionally only `miner`'s, at most `limit`, in
+/// (miner, CID) order.
+pub fn gradients_in_round(
+    store: &impl StoreRead,
+    round: u64,
+    miner: Option<&Address>,
+    limit: usize,
+) -> Result<Vec<StoredGradient>> {
+    let mut prefix = Key::new(GRADIENT_BY_ROUND).u64(round);
+    if let Some(m) = miner {
+        prefix = prefix.tail(m.as_bytes());
+    }
+    let mut out = Vec::new();
+    for (key, _) in store.scan_prefix(prefix.as_bytes(), limit)? {
+        let cid = key
+            .get(1 + 8 + 20..)
+            .ok_or_else(|| Error::Store("short round listing key".into()))?;
+        if let Some(g) = get_gradient(store, cid)? {
+            out.push(g);
+        }
+    }
+    Ok(out)
+}
+
+/// A miner's gradients over its most recent rounds, newest round first
+/// (scans back from the current round, at most `max_rounds` rounds).
+pub fn gradients_of_miner(
+    store: &impl StoreRead,
+    miner: &Address,
+    max_rounds: u64,
+    limit: usize,
+) -> Result<Vec<StoredGradient>> {
+    let current = current_round(store)?.map_or(0, |r| r.round_id);
+    let mut out = Vec::new();
+    let mut round = current;
+    while round > 0 && current - round < max_rounds && out.len() < limit {
+        out.extend(gradients_in_round(
+            store,
+            round,
+            Some(miner),
+            limit - out.len(),
+        )?);
+        round -= 1;
+    }
+    Ok(out)
+}
+
+/// The current round.
+pub fn round(store: &impl StoreRead, id: Option<u64>) -> Result<Option<Round>> {
+    match id {
+        Some(id) => get_round(store, id),
+        None => current_round(store),
+    }
+}
+
+/// The shard `AssignShard` gives `address` in `round` (current if `None`).
+pub fn shard_of(
+    store: &impl StoreRead,
+    address: &Address,
+    round_id: Option<u64>,
+) -> Result<(Round, u64)> {
+    let r = round(store, round_id)?.ok_or_else(|| {
+        Error::NotFound(match round_id {
+            Some(id) => format!("round {id}"),
+            None => "a started round".into(),
+        })
+    })?;
+    let shard = assigned_shard(&r, address)?;
+    Ok((r, shard))
+}
+
+/// A challenge by hex id.
+pub fn challenge(store: &impl StoreRead, id_hex: &str) -> Result<Option<Challenge>> {
+    let id: [u8; 32] = parse_hex("challenge_id", id_hex)?;
+    get_challenge(store, &id)
+}
+
+/// Pending challenges of `target` (what a miner watches).
+pub fn open_challenges(
+    store: &impl StoreRead,
+    target: &Address,
+    limit: usize,
+) -> Result<Vec<Challenge>> {
+    pending_for(store, target, limit)
+}
+
+/// A dataset by CID text.
+pub fn dataset(store: &impl StoreRead, cid: &str) -> Result<Option<Dataset>> {
+    let cid = crate::exec::parse_cid("dataset_hash", cid)?;
+    get_dataset(store, &cid.to_bytes())
+}
+
+/// Datasets in CID order, at most `limit`.
+pub fn datasets(store: &impl StoreRead, limit: usize) -> Result<Vec<Dataset>> {
+    store
+        .scan_prefix(&[DATASET], limit)?
+        .into_iter()
+        .map(|(_, v)| decode(&v))
+        .collect()
+}
+
+/// The shards of a dataset, at most `limit`.
+pub fn shards(store: &impl StoreRead, dataset_cid: &str, limit: usize) -> Result<Vec<DataShard>> {
+    let cid = crate::exec::parse_cid("dataset_hash", dataset_cid)?.to_bytes();
+    let prefix = Key::new(SHARD).tail(&cid);
+    store
+        .scan_prefix(prefix.as_bytes(), limit)?
+        .into_iter()
+        .map(|(_, v)| decode(&v))
+        .collect()
+}
+
+/// A replica by replica CID text.
+pub fn replica(store: &impl StoreRead, cid: &str) -> Result<Option<ProofOfReplication>> {
+    let cid = crate::exec::parse_cid("replica_hash", cid)?;
+    get_record(store, &replica_key(&cid.to_bytes()))
+}
+
+/// A pin by content CID text and pinner.
+pub fn pin(
+    store: &impl StoreRead,
+    cid: &str,
+    pinner: &Address,
+) -> Result<Option<PinningIncentive>> {
+    let cid = crate::exec::parse_cid("content_hash", cid)?;
+    get_record(store, &pin_key(&cid.to_bytes(), pinner))
+}
+
+/// Every pin of a content CID, at most `limit`.
+pub fn pins_of(store: &impl StoreRead, cid: &str, limit: usize) -> Result<Vec<PinningIncentive>> {
+    let cid = crate::exec::parse_cid("content_hash", cid)?;
+    let prefix = Key::new(PIN).tail(&cid.to_bytes());
+    store
+        .scan_prefix(prefix.as_bytes(), limit)?
+        .into_iter()
+        .map(|(_, v)| decode(&v))
+        .collect()
+}
+
+/// Verification results of a gradient.
+pub fn verifications(
+    store: &impl StoreRead,
+    cid: &str,
+    limit: usize,
+) -> Result<Vec<VerificationResult>> {
+    let cid = crate::exec::parse_cid("ipfs_hash", cid)?;
+    let prefix = Key::new(VERIFICATION).tail(&cid.to_bytes());
+    store
+        .scan_prefix(prefix.as_bytes(), limit)?
+        .into_iter()
+        .map(|(_, v)| decode(&v))
+        .collect()
+}
+
+/// A model version (the latest if `None`).
+pub fn model(store: &impl StoreRead, version: Option<u64>) -> Result<Option<ModelVersion>> {
+    let v = match version {
+        Some(v) => v,
+        None => latest_version(store)?,
+    };
+    get_record(store, &model_key(v))
+}
+
+/// A trace by hex id.
+pub fn trace(store: &impl StoreRead, id_hex: &str) -> Result<Option<ComputationTrace>> {
+    let id: [u8; 32] = parse_hex("trace_id", id_hex)?;
+    get_record(store, &trace_key(&id))
+}
