@@ -246,3 +246,83 @@ impl Chain {
         (cid, store)
     }
 }
+
+// ---------------------------------------------------------------------------
+// Helpers of the rule and property tests (rules.rs, properties.rs).
+
+/// Every key/value pair a view of the state holds, in key order.
+pub fn dump(store: &impl r3mes_chain::accounts::StoreRead) -> Vec<(Vec<u8>, Vec<u8>)> {
+    store.scan_prefix(&[], usize::MAX).expect("scan")
+}
+
+/// The sum of every account's balance, stake and unbonding stake plus the
+/// stake held in pins: what the total supply must equal.
+pub fn holdings(state: &State) -> u128 {
+    let mut total: u128 = 0;
+    for (_, v) in state
+        .scan_prefix(&[r3mes_chain::accounts::ACCOUNT_TABLE], usize::MAX)
+        .expect("scan accounts")
+    {
+        let acc = r3mes_chain::accounts::Account::decode(&v).expect("account");
+        total += acc.balance + acc.stake + acc.unbonding;
+    }
+    total + r3mes_chain::pins::total_pin_stake(state).expect("pin stake")
+}
+
+/// Signs `msg` as account `signer` with everything explicit.
+pub fn sign_raw(
+    signer: u32,
+    msg: tx_body::Msg,
+    sequence: u64,
+    chain_id: &str,
+    timestamp_ms: i64,
+) -> SignedTx {
+    SignedTx::sign(
+        TxBody { msg: Some(msg) },
+        &key(signer),
+        sequence,
+        chain_id,
+        timestamp_ms,
+    )
+    .expect("sign")
+}
+
+impl Chain {
+    /// Runs one block with `tx`, which must fail with error `code` and
+    /// leave the block's state exactly as before (the signer's sequence
+    /// included); returns the error.
+    pub fn reject(&mut self, tx: SignedTx, code: u32) -> r3mes_chain::Error {
+        let height = self.next_height();
+        let mut b = self
+            .keeper
+            .begin_block(height, block_hash(height))
+            .expect("begin");
+        let before = dump(b.store());
+        let err = b.deliver(&tx).expect_err("transaction must be rejected");
+        assert_eq!(err.code(), code, "unexpected error: {err}");
+        assert!(
+            before == dump(b.store()),
+            "rejected tx changed state: {err}"
+        );
+        b.commit().expect("commit");
+        self.resync();
+        err
+    }
+
+    /// The committed account of test account `i`.
+    pub fn acct(&self, i: u32) -> r3mes_chain::accounts::Account {
+        self.keeper.account(&addr(i)).expect("account")
+    }
+
+    /// The committed total supply.
+    pub fn supply(&self) -> u128 {
+        r3mes_chain::queries::supply(self.keeper.state()).expect("supply")
+    }
+
+    /// Block time of the next block.
+    pub fn next_time(&self) -> i64 {
+        self.keeper
+            .block_time_ms(self.next_height())
+            .expect("block time")
+    }
+}
