@@ -7,24 +7,38 @@
 //!   with [`Key`] (a table-prefix byte then big-endian parts), so they sort
 //!   deterministically. The [app hash](crate::apphash) commits to exactly
 //!   this table.
+//! - `buckets-0`: the app-hash index, `u16 bucket -> entries` for every
+//!   non-empty bucket (see [`crate::apphash`]): the bucket's pairs sorted by
+//!   key hash `kh`, each stored as `kh[2..32]` (30 bytes; the first two are
+//!   the bucket) then its leaf hash (32 bytes). One value per bucket keeps
+//!   the per-pair overhead at 62 bytes plus a share of one B-tree entry.
+//! - `bucket-roots-0`: `u16 bucket -> 32-byte root` for every non-empty
+//!   bucket, so that opening the store reads 2 MiB at most to rebuild the
+//!   in-memory top tree.
 //! - `meta-0`: `"height" -> u64 big-endian` (last committed block, 0 before
 //!   the first) and `"app_hash" -> 32 bytes` (its app hash; before the first
 //!   block the empty-state root).
 //!
 //! Writes go through a [`BlockWriter`] from [`State::begin_block`]: it stages
 //! every write of the block in memory (reads see the staged writes) and
-//! [`BlockWriter::commit`] applies them, the new height and the new app hash
-//! in one durable redb write transaction. After a crash the state is exactly
+//! [`BlockWriter::commit`] applies them, the rewritten buckets and bucket
+//! roots they touch, the new height and the new app hash in one durable
+//! redb write transaction: its cost grows with the number of changed keys
+//! (times a logarithm), not with the size of the state. The top tree of the
+//! app hash lives in memory ([`apphash::TopTree`], 4 MiB, rebuilt from
+//! `bucket-roots-0` and checked against `meta-0` at open) and is updated
+//! only after the redb commit succeeds. After a crash the state is exactly
 //! at the last committed block; a writer dropped without commit changes
 //! nothing. [`BlockWriter::transaction`] runs a closure over a nested
 //! overlay whose writes reach the block only if the closure returns `Ok`.
 //!
-//! Determinism: staged writes live in [`BTreeMap`]s and the app hash reads
-//! the table in key order; there are no floats, no clocks and no I/O besides
-//! the store.
+//! Determinism: staged writes live in [`BTreeMap`]s and the app hash
+//! depends only on the set of pairs; there are no floats, no clocks and no
+//! I/O besides the store.
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
 
 use redb::{
     Database, Durability, ReadableDatabase, ReadableTable, TableDefinition,
@@ -38,6 +52,14 @@ use crate::{Error, Result};
 const KV: TableDefinition<'_, &[u8], &[u8]> = TableDefinition::new("kv-0");
 /// Chain metadata: `height` and `app_hash`.
 const META: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("meta-0");
+/// The app-hash index: bucket -> sorted `(kh[2..32], leaf)` entries.
+const BUCKETS: TableDefinition<'_, u16, &[u8]> = TableDefinition::new("buckets-0");
+/// The root of every non-empty bucket.
+const BUCKET_ROOTS: TableDefinition<'_, u16, [u8; 32]> = TableDefinition::new("bucket-roots-0");
+/// Bytes of one `buckets-0` entry: a key-hash suffix and a leaf hash.
+const ENTRY_LEN: usize = SUFFIX_LEN + 32;
+/// Bytes of the key hash stored per entry (all but the bucket's two).
+const SUFFIX_LEN: usize = 30;
 const META_HEIGHT: &str = "height";
 const META_APP_HASH: &str = "app_hash";
 
@@ -124,6 +146,9 @@ type Overlay = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
 #[derive(Debug)]
 pub struct State {
     db: Database,
+    /// The top tree of the committed state; `None` after a commit whose
+    /// outcome is unknown, rebuilt from the store at the next commit.
+    tree: Mutex<Option<apphash::TopTree>>,
 }
 
 impl State {
@@ -152,6 +177,8 @@ impl State {
     fn init(db: Database) -> Result<Self> {
         let txn = db.begin_write().map_err(store_err)?;
         txn.open_table(KV).map_err(store_err)?;
+        txn.open_table(BUCKETS).map_err(store_err)?;
+        txn.open_table(BUCKET_ROOTS).map_err(store_err)?;
         {
             let mut meta = txn.open_table(META).map_err(store_err)?;
             if meta.get(META_HEIGHT).map_err(store_err)?.is_none() {
@@ -162,7 +189,43 @@ impl State {
             }
         }
         txn.commit().map_err(store_err)?;
-        Ok(State { db })
+        let state = State {
+            db,
+            tree: Mutex::new(None),
+        };
+        let tree = state.load_tree()?;
+        if tree.root() != state.app_hash()? {
+            return Err(Error::Store(
+                "the app hash in meta-0 disagrees with the bucket index \
+                 (a damaged store or an older format)"
+                    .into(),
+            ));
+        }
+        *state.lock_tree() = Some(tree);
+        Ok(state)
+    }
+
+    /// Builds the top tree from the committed `bucket-roots-0`.
+    fn load_tree(&self) -> Result<apphash::TopTree> {
+        let txn = self.db.begin_read().map_err(store_err)?;
+        let roots = txn.open_table(BUCKET_ROOTS).map_err(store_err)?;
+        let mut all = Vec::new();
+        for entry in roots.iter().map_err(store_err)? {
+            let (bucket, root) = entry.map_err(store_err)?;
+            all.push((bucket.value(), root.value()));
+        }
+        Ok(apphash::TopTree::build(all))
+    }
+
+    /// The tree lock. A panic while it was held may have left the tree half
+    /// updated, so a poisoned lock gives `None` (rebuild).
+    fn lock_tree(&self) -> MutexGuard<'_, Option<apphash::TopTree>> {
+        self.tree.lock().unwrap_or_else(|poisoned| {
+            self.tree.clear_poison();
+            let mut guard = poisoned.into_inner();
+            *guard = None;
+            guard
+        })
     }
 
     /// The last committed block height (0 before the first block).
@@ -197,7 +260,19 @@ impl State {
     pub fn recompute_app_hash(&self) -> Result<Hash> {
         let txn = self.db.begin_read().map_err(store_err)?;
         let kv = txn.open_table(KV).map_err(store_err)?;
-        hash_table(&kv)
+        let mut failed = None;
+        let pairs = kv.iter().map_err(store_err)?.map_while(|entry| match entry {
+            Ok((k, v)) => Some((k.value().to_vec(), v.value().to_vec())),
+            Err(e) => {
+                failed = Some(e);
+                None
+            }
+        });
+        let hash = apphash::app_hash(pairs);
+        match failed {
+            Some(e) => Err(store_err(e)),
+            None => Ok(hash),
+        }
     }
 
     /// The first `limit` committed pairs whose key starts with `prefix`, in
@@ -282,14 +357,101 @@ fn next_height(height: u64) -> Result<u64> {
         .ok_or_else(|| Error::Store("block height overflows u64".into()))
 }
 
-/// The app hash of a `kv-0` table, read in key order.
-fn hash_table(kv: &impl ReadableTable<&'static [u8], &'static [u8]>) -> Result<Hash> {
-    let mut leaves = Vec::new();
-    for entry in kv.iter().map_err(store_err)? {
-        let (k, v) = entry.map_err(store_err)?;
-        leaves.push(apphash::leaf_hash(k.value(), v.value()));
+/// One staged change in a bucket: a key-hash suffix and the new leaf, or
+/// `None` for a removal.
+type BucketChange = ([u8; SUFFIX_LEN], Option<Hash>);
+
+/// The staged writes grouped by bucket, in bucket order.
+fn changes_by_bucket(staged: &Overlay) -> BTreeMap<u16, Vec<BucketChange>> {
+    let mut by_bucket: BTreeMap<u16, Vec<BucketChange>> = BTreeMap::new();
+    for (key, value) in staged {
+        let kh = apphash::key_hash(key);
+        let mut suffix = [0u8; SUFFIX_LEN];
+        suffix.copy_from_slice(&kh[2..]);
+        let leaf = value.as_ref().map(|v| apphash::leaf_hash(key, v));
+        by_bucket
+            .entry(apphash::bucket_of(&kh))
+            .or_default()
+            .push((suffix, leaf));
     }
-    Ok(apphash::root_of_leaves(leaves))
+    by_bucket
+}
+
+/// Decodes a `buckets-0` value into its sorted entries.
+fn decode_bucket(bucket: u16, bytes: &[u8]) -> Result<Vec<([u8; SUFFIX_LEN], Hash)>> {
+    if bytes.len() % ENTRY_LEN != 0 {
+        return Err(Error::Store(format!(
+            "buckets-0 bucket {bucket} is {} bytes, not a multiple of {ENTRY_LEN}",
+            bytes.len()
+        )));
+    }
+    Ok(bytes
+        .chunks_exact(ENTRY_LEN)
+        .map(|entry| {
+            let mut suffix = [0u8; SUFFIX_LEN];
+            suffix.copy_from_slice(&entry[..SUFFIX_LEN]);
+            let mut leaf = [0u8; 32];
+            leaf.copy_from_slice(&entry[SUFFIX_LEN..]);
+            (suffix, leaf)
+        })
+        .collect())
+}
+
+/// Applies `changes` to the bucket index inside a write transaction and
+/// returns the new roots of the buckets that changed, in bucket order.
+fn update_buckets(
+    buckets: &mut redb::Table<'_, u16, &'static [u8]>,
+    roots: &mut redb::Table<'_, u16, [u8; 32]>,
+    changes: BTreeMap<u16, Vec<BucketChange>>,
+) -> Result<Vec<(u16, Hash)>> {
+    let mut new_roots = Vec::with_capacity(changes.len());
+    let mut encoded = Vec::new();
+    for (bucket, changes) in changes {
+        let mut entries = match buckets.get(bucket).map_err(store_err)? {
+            Some(guard) => decode_bucket(bucket, guard.value())?,
+            None => Vec::new(),
+        };
+        let mut changed = false;
+        for (suffix, leaf) in changes {
+            match (entries.binary_search_by(|e| e.0.cmp(&suffix)), leaf) {
+                (Ok(i), Some(leaf)) => {
+                    changed |= entries[i].1 != leaf;
+                    entries[i].1 = leaf;
+                }
+                (Ok(i), None) => {
+                    entries.remove(i);
+                    changed = true;
+                }
+                (Err(i), Some(leaf)) => {
+                    entries.insert(i, (suffix, leaf));
+                    changed = true;
+                }
+                // Deleting a key that does not exist.
+                (Err(_), None) => {}
+            }
+        }
+        if !changed {
+            continue;
+        }
+        if entries.is_empty() {
+            buckets.remove(bucket).map_err(store_err)?;
+            roots.remove(bucket).map_err(store_err)?;
+            new_roots.push((bucket, apphash::EMPTY_BUCKET));
+            continue;
+        }
+        encoded.clear();
+        for (suffix, leaf) in &entries {
+            encoded.extend_from_slice(suffix);
+            encoded.extend_from_slice(leaf);
+        }
+        buckets
+            .insert(bucket, encoded.as_slice())
+            .map_err(store_err)?;
+        let root = apphash::bucket_root(entries.iter().map(|(_, leaf)| *leaf));
+        roots.insert(bucket, root).map_err(store_err)?;
+        new_roots.push((bucket, root));
+    }
+    Ok(new_roots)
 }
 
 /// The writes of one block, staged in memory until [`commit`](Self::commit).
@@ -350,10 +512,13 @@ impl BlockWriter<'_> {
     /// one durable redb transaction and returns the app hash. Fails with
     /// [`Error::WrongBlockHeight`] if another block committed meanwhile.
     pub fn commit(self) -> Result<Hash> {
+        // Taken before the write transaction and held until the tree is
+        // updated, so the tree always matches the last commit.
+        let mut tree = self.state.lock_tree();
         let mut txn = self.state.db.begin_write().map_err(store_err)?;
         txn.set_durability(Durability::Immediate)
             .map_err(store_err)?;
-        let hash = {
+        let (hash, update) = {
             let mut meta = txn.open_table(META).map_err(store_err)?;
             let expected = next_height(read_height(&meta)?)?;
             if self.height != expected {
@@ -373,14 +538,43 @@ impl BlockWriter<'_> {
                     }
                 }
             }
-            let hash = hash_table(&kv)?;
+            drop(kv);
+            let changes = changes_by_bucket(&self.staged);
+            let mut buckets = txn.open_table(BUCKETS).map_err(store_err)?;
+            let mut roots = txn.open_table(BUCKET_ROOTS).map_err(store_err)?;
+            let new_roots = update_buckets(&mut buckets, &mut roots, changes)?;
+            if tree.is_none() {
+                // The write transaction sees the last commit.
+                let mut all = Vec::new();
+                for entry in roots.iter().map_err(store_err)? {
+                    let (bucket, root) = entry.map_err(store_err)?;
+                    let bucket = bucket.value();
+                    if new_roots.binary_search_by(|(b, _)| b.cmp(&bucket)).is_err() {
+                        all.push((bucket, root.value()));
+                    }
+                }
+                // Rebuilt without the changed buckets; the plan adds them.
+                *tree = Some(apphash::TopTree::build(all));
+            }
+            let current = tree
+                .as_ref()
+                .ok_or_else(|| Error::Store("app-hash tree missing".into()))?;
+            let (hash, update) = current.plan(&new_roots);
             meta.insert(META_HEIGHT, self.height.to_be_bytes().as_slice())
                 .map_err(store_err)?;
             meta.insert(META_APP_HASH, hash.as_slice())
                 .map_err(store_err)?;
-            hash
+            (hash, update)
         };
-        txn.commit().map_err(store_err)?;
+        if let Err(e) = txn.commit() {
+            // The commit may or may not have reached the disk: rebuild the
+            // tree from whatever the store holds at the next commit.
+            *tree = None;
+            return Err(store_err(e));
+        }
+        if let Some(current) = tree.as_mut() {
+            current.apply(update);
+        }
         Ok(hash)
     }
 }
