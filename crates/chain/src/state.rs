@@ -709,6 +709,27 @@ mod tests {
     }
 
     #[test]
+    fn a_lost_tree_is_rebuilt_at_the_next_commit() {
+        let s = State::in_memory().unwrap();
+        let mut b = s.begin_block(1).unwrap();
+        for i in 0..50u8 {
+            b.put(&[i], &[i]);
+        }
+        b.commit().unwrap();
+        // As after a commit whose outcome was unknown.
+        *s.lock_tree() = None;
+        let mut b = s.begin_block(2).unwrap();
+        b.delete(&[0]);
+        b.put(&[1], b"changed");
+        b.put(&[99], b"new");
+        let hash = b.commit().unwrap();
+        assert_eq!(hash, s.recompute_app_hash().unwrap());
+        let tree = s.lock_tree().clone().unwrap();
+        assert_eq!(tree, s.load_tree().unwrap());
+        assert_eq!(tree.root(), hash);
+    }
+
+    #[test]
     fn wrong_heights_are_rejected() {
         let s = State::in_memory().unwrap();
         assert_eq!(

@@ -274,3 +274,132 @@ proptest! {
         prop_assert_ne!(apphash::app_hash(&changed), before);
     }
 }
+
+/// Keys of the incremental-hash property test: five keys that share bucket 0
+/// (see `known_answer_app_hash`) and eleven ordinary ones.
+fn pool_key(k: u8) -> Vec<u8> {
+    const BUCKET0: [u32; 5] = [62433, 139823, 267141, 332267, 447701];
+    match BUCKET0.get(usize::from(k)) {
+        Some(&i) => Key::new(b'b').tail(b"ucket0-").u32(i).into_bytes(),
+        None => Key::new(2).u8(k).into_bytes(),
+    }
+}
+
+/// One write of a random block for the incremental-hash test.
+#[derive(Debug, Clone)]
+enum Write {
+    Put(u8, Vec<u8>),
+    /// Deletes a key, present or not.
+    Delete(u8),
+    /// Deletes a key then puts it again in the same block.
+    DeletePut(u8, Vec<u8>),
+    /// A transaction of puts (`Some`) and deletes (`None`) that succeeds
+    /// (`true`) or fails (`false`).
+    Tx(Vec<(u8, Option<Vec<u8>>)>, bool),
+}
+
+fn write() -> impl Strategy<Value = Write> {
+    let value = proptest::collection::vec(any::<u8>(), 0..5);
+    prop_oneof![
+        (0u8..16, value.clone()).prop_map(|(k, v)| Write::Put(k, v)),
+        (0u8..16).prop_map(Write::Delete),
+        (0u8..16, value.clone()).prop_map(|(k, v)| Write::DeletePut(k, v)),
+        (
+            proptest::collection::vec((0u8..16, proptest::option::of(value)), 0..4),
+            any::<bool>()
+        )
+            .prop_map(|(w, ok)| Write::Tx(w, ok)),
+    ]
+}
+
+fn apply_writes(
+    state: &State,
+    height: u64,
+    writes: &[Write],
+    model: &mut BTreeMap<Vec<u8>, Vec<u8>>,
+) -> apphash::Hash {
+    let mut b = state.begin_block(height).expect("begin block");
+    for w in writes {
+        match w {
+            Write::Put(k, v) => {
+                b.put(&pool_key(*k), v);
+                model.insert(pool_key(*k), v.clone());
+            }
+            Write::Delete(k) => {
+                b.delete(&pool_key(*k));
+                model.remove(&pool_key(*k));
+            }
+            Write::DeletePut(k, v) => {
+                b.delete(&pool_key(*k));
+                b.put(&pool_key(*k), v);
+                model.insert(pool_key(*k), v.clone());
+            }
+            Write::Tx(writes, ok) => {
+                let result = b.transaction(|tx| {
+                    for (k, v) in writes {
+                        match v {
+                            Some(v) => tx.put(&pool_key(*k), v),
+                            None => tx.delete(&pool_key(*k)),
+                        }
+                    }
+                    if *ok {
+                        Ok(())
+                    } else {
+                        Err(Error::Store("rejected".into()))
+                    }
+                });
+                assert_eq!(result.is_ok(), *ok);
+                if *ok {
+                    for (k, v) in writes {
+                        match v {
+                            Some(v) => model.insert(pool_key(*k), v.clone()),
+                            None => model.remove(&pool_key(*k)),
+                        };
+                    }
+                }
+            }
+        }
+    }
+    b.commit().expect("commit")
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    /// The incrementally maintained app hash equals the from-scratch
+    /// reference over the model at every height, in memory and on disk,
+    /// also after closing and reopening the database between blocks.
+    #[test]
+    fn incremental_app_hash_matches_reference(
+        blocks in proptest::collection::vec(
+            (proptest::collection::vec(write(), 0..10), any::<bool>()),
+            1..10,
+        )
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.redb");
+        let mut on_disk = open(&path);
+        let in_memory = State::in_memory().unwrap();
+        let mut model = BTreeMap::new();
+        let mut mem_model = BTreeMap::new();
+        for (i, (writes, reopen)) in blocks.iter().enumerate() {
+            let height = i as u64 + 1;
+            let a = apply_writes(&on_disk, height, writes, &mut model);
+            let b = apply_writes(&in_memory, height, writes, &mut mem_model);
+            let reference = apphash::app_hash(&model);
+            prop_assert_eq!(a, reference);
+            prop_assert_eq!(b, reference);
+            prop_assert_eq!(on_disk.recompute_app_hash().unwrap(), reference);
+            if *reopen {
+                drop(on_disk);
+                on_disk = open(&path);
+                prop_assert_eq!(on_disk.height().unwrap(), height);
+                prop_assert_eq!(on_disk.app_hash().unwrap(), reference);
+            }
+        }
+        prop_assert_eq!(
+            on_disk.scan_prefix(&[], usize::MAX).unwrap(),
+            model.into_iter().collect::<Vec<_>>()
+        );
+    }
+}
