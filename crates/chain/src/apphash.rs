@@ -9,11 +9,10 @@
 //!
 //! 1. **Leaf.** Each pair gives a leaf hash
 //!    `leaf = sha256(0x00 || u64_be(len(key)) || key || u64_be(len(value)) || value)`.
-//! 2. **Key hash and bucket.** Each pair has a key hash `kh = sha256(key)`
-//!    and lies in bucket `b = u16_be(kh[0..2])`, one of
-//!    [`BUCKETS`] = 65536 buckets.
+//! 2. **Bucket.** Each pair lies in bucket `b = u16_be(sha256(key)[0..2])`,
+//!    one of [`BUCKETS`] = 65536 buckets.
 //! 3. **Bucket root.** The leaves of the pairs in bucket `b`, ordered by
-//!    ascending `kh` (compared as unsigned byte strings), are hashed into a
+//!    ascending leaf hash (compared as unsigned byte strings), are hashed into a
 //!    binary tree level by level: in each level adjacent nodes are hashed
 //!    left to right into `sha256(0x01 || left || right)`; if the level has
 //!    an odd number of nodes the last one is promoted unchanged to the next
@@ -33,13 +32,18 @@
 //! (top-tree node) keep any one kind of node from being read as another;
 //! the length prefixes keep `(key, value)` boundaries unambiguous. Placing a
 //! pair by a hash of its key keeps buckets balanced whatever keys the
-//! keeper writes (about `n / 65536` pairs per bucket).
+//! keeper writes (about `n / 65536` pairs per bucket). Ordering a bucket by
+//! leaf hash rather than by key lets the store keep only the 32-byte leaves
+//! of a bucket (the leaf a write replaces is recomputed from the old value
+//! the write displaces); keys are distinct, so leaves are too. An inclusion
+//! proof is a bucket-tree path plus 16 top-tree siblings; an exclusion proof
+//! is the bucket's leaf list plus the 16 siblings.
 //!
 //! Cost: a block that changes `c` keys re-hashes the `c` changed leaves,
 //! at most `c` bucket trees (each about `n / 65536` pairs, i.e. a handful of
 //! hashes up to millions of pairs) and at most `16 c` top-tree nodes; the
 //! store ([`State`](crate::state::State)) keeps each bucket's sorted
-//! `(kh, leaf)` list and root on disk and the top tree in memory. [`app_hash`]
+//! leaf list and root on disk and the top tree in memory. [`app_hash`]
 //! is the from-scratch reference of this definition.
 
 use std::sync::OnceLock;
@@ -88,14 +92,9 @@ pub fn leaf_hash(key: &[u8], value: &[u8]) -> Hash {
     h.finalize().into()
 }
 
-/// The key hash `sha256(key)`: its first two bytes (big-endian) are the
-/// key's bucket and it orders the leaves inside the bucket.
-pub fn key_hash(key: &[u8]) -> Hash {
-    Sha256::digest(key).into()
-}
-
-/// The bucket of a key hash: `u16_be(kh[0..2])`.
-pub fn bucket_of(kh: &Hash) -> u16 {
+/// The bucket of a key: `u16_be(sha256(key)[0..2])`.
+pub fn bucket_of(key: &[u8]) -> u16 {
+    let kh = Sha256::digest(key);
     u16::from_be_bytes([kh[0], kh[1]])
 }
 
@@ -117,7 +116,7 @@ pub fn top_node_hash(left: &Hash, right: &Hash) -> Hash {
     h.finalize().into()
 }
 
-/// The root of one bucket over its leaf hashes already ordered by key hash
+/// The root of one bucket over its leaf hashes already in ascending order
 /// (rule 3): pairs hashed left to right, an odd last node promoted, the
 /// empty list giving [`EMPTY_BUCKET`].
 pub fn bucket_root<I>(leaves: I) -> Hash
@@ -144,24 +143,24 @@ where
 
 /// The app hash of a set of `(key, value)` pairs with distinct keys, given
 /// in any order: the from-scratch reference of the definition in the module
-/// docs. It sorts the pairs by key hash, so it costs `O(n log n)` time and
-/// `64 n` bytes; the store maintains the same value incrementally.
+/// docs. It sorts the pairs by bucket and leaf, so it costs `O(n log n)`
+/// time and `34 n` bytes; the store maintains the same value incrementally.
 pub fn app_hash<K, V, I>(pairs: I) -> Hash
 where
     K: AsRef<[u8]>,
     V: AsRef<[u8]>,
     I: IntoIterator<Item = (K, V)>,
 {
-    let mut leaves: Vec<(Hash, Hash)> = pairs
+    let mut leaves: Vec<(u16, Hash)> = pairs
         .into_iter()
-        .map(|(k, v)| (key_hash(k.as_ref()), leaf_hash(k.as_ref(), v.as_ref())))
+        .map(|(k, v)| (bucket_of(k.as_ref()), leaf_hash(k.as_ref(), v.as_ref())))
         .collect();
     leaves.sort_unstable();
     // Level 16: the roots of the non-empty buckets, in bucket order.
     let mut level: Vec<(usize, Hash)> = leaves
-        .chunk_by(|a, b| bucket_of(&a.0) == bucket_of(&b.0))
+        .chunk_by(|a, b| a.0 == b.0)
         .map(|group| {
-            let bucket = usize::from(bucket_of(&group[0].0));
+            let bucket = usize::from(group[0].0);
             (bucket, bucket_root(group.iter().map(|(_, leaf)| *leaf)))
         })
         .collect();
@@ -325,16 +324,15 @@ mod tests {
     /// A full (non-sparse) evaluation of the definition, to check the
     /// sparse walk in [`app_hash`].
     fn dense_app_hash(pairs: &[(&[u8], &[u8])]) -> Hash {
-        let mut buckets: Vec<Vec<(Hash, Hash)>> = vec![Vec::new(); BUCKETS];
+        let mut buckets: Vec<Vec<Hash>> = vec![Vec::new(); BUCKETS];
         for (k, v) in pairs {
-            let kh = key_hash(k);
-            buckets[usize::from(bucket_of(&kh))].push((kh, leaf_hash(k, v)));
+            buckets[usize::from(bucket_of(k))].push(leaf_hash(k, v));
         }
         let mut level: Vec<Hash> = buckets
             .into_iter()
             .map(|mut b| {
                 b.sort_unstable();
-                bucket_root(b.into_iter().map(|(_, l)| l))
+                bucket_root(b)
             })
             .collect();
         while level.len() > 1 {

@@ -7,11 +7,11 @@
 //!   with [`Key`] (a table-prefix byte then big-endian parts), so they sort
 //!   deterministically. The [app hash](crate::apphash) commits to exactly
 //!   this table.
-//! - `buckets-0`: the app-hash index, `u16 bucket -> entries` for every
-//!   non-empty bucket (see [`crate::apphash`]): the bucket's pairs sorted by
-//!   key hash `kh`, each stored as `kh[2..32]` (30 bytes; the first two are
-//!   the bucket) then its leaf hash (32 bytes). One value per bucket keeps
-//!   the per-pair overhead at 62 bytes plus a share of one B-tree entry.
+//! - `buckets-0`: the app-hash index, `u16 bucket -> leaves` for every
+//!   non-empty bucket (see [`crate::apphash`]): the leaf hashes of the
+//!   bucket's pairs in ascending order, concatenated (32 bytes each). One
+//!   value per bucket keeps the per-pair overhead at 32 bytes plus a share
+//!   of one B-tree entry.
 //! - `bucket-roots-0`: `u16 bucket -> 32-byte root` for every non-empty
 //!   bucket, so that opening the store reads 2 MiB at most to rebuild the
 //!   in-memory top tree.
@@ -52,14 +52,10 @@ use crate::{Error, Result};
 const KV: TableDefinition<'_, &[u8], &[u8]> = TableDefinition::new("kv-0");
 /// Chain metadata: `height` and `app_hash`.
 const META: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("meta-0");
-/// The app-hash index: bucket -> sorted `(kh[2..32], leaf)` entries.
+/// The app-hash index: bucket -> its leaf hashes, ascending.
 const BUCKETS: TableDefinition<'_, u16, &[u8]> = TableDefinition::new("buckets-0");
 /// The root of every non-empty bucket.
 const BUCKET_ROOTS: TableDefinition<'_, u16, [u8; 32]> = TableDefinition::new("bucket-roots-0");
-/// Bytes of one `buckets-0` entry: a key-hash suffix and a leaf hash.
-const ENTRY_LEN: usize = SUFFIX_LEN + 32;
-/// Bytes of the key hash stored per entry (all but the bucket's two).
-const SUFFIX_LEN: usize = 30;
 const META_HEIGHT: &str = "height";
 const META_APP_HASH: &str = "app_hash";
 
@@ -261,13 +257,16 @@ impl State {
         let txn = self.db.begin_read().map_err(store_err)?;
         let kv = txn.open_table(KV).map_err(store_err)?;
         let mut failed = None;
-        let pairs = kv.iter().map_err(store_err)?.map_while(|entry| match entry {
-            Ok((k, v)) => Some((k.value().to_vec(), v.value().to_vec())),
-            Err(e) => {
-                failed = Some(e);
-                None
-            }
-        });
+        let pairs = kv
+            .iter()
+            .map_err(store_err)?
+            .map_while(|entry| match entry {
+                Ok((k, v)) => Some((k.value().to_vec(), v.value().to_vec())),
+                Err(e) => {
+                    failed = Some(e);
+                    None
+                }
+            });
         let hash = apphash::app_hash(pairs);
         match failed {
             Some(e) => Err(store_err(e)),
@@ -357,42 +356,29 @@ fn next_height(height: u64) -> Result<u64> {
         .ok_or_else(|| Error::Store("block height overflows u64".into()))
 }
 
-/// One staged change in a bucket: a key-hash suffix and the new leaf, or
-/// `None` for a removal.
-type BucketChange = ([u8; SUFFIX_LEN], Option<Hash>);
+/// One change in a bucket: the leaf it removes and the leaf it adds.
+type BucketChange = (Option<Hash>, Option<Hash>);
 
-/// The staged writes grouped by bucket, in bucket order.
-fn changes_by_bucket(staged: &Overlay) -> BTreeMap<u16, Vec<BucketChange>> {
-    let mut by_bucket: BTreeMap<u16, Vec<BucketChange>> = BTreeMap::new();
-    for (key, value) in staged {
-        let kh = apphash::key_hash(key);
-        let mut suffix = [0u8; SUFFIX_LEN];
-        suffix.copy_from_slice(&kh[2..]);
-        let leaf = value.as_ref().map(|v| apphash::leaf_hash(key, v));
-        by_bucket
-            .entry(apphash::bucket_of(&kh))
-            .or_default()
-            .push((suffix, leaf));
-    }
-    by_bucket
+fn damaged_index(bucket: u16) -> Error {
+    Error::Store(format!(
+        "buckets-0 bucket {bucket} disagrees with kv-0 (damaged store)"
+    ))
 }
 
-/// Decodes a `buckets-0` value into its sorted entries.
-fn decode_bucket(bucket: u16, bytes: &[u8]) -> Result<Vec<([u8; SUFFIX_LEN], Hash)>> {
-    if bytes.len() % ENTRY_LEN != 0 {
+/// Decodes a `buckets-0` value into its sorted leaves.
+fn decode_bucket(bucket: u16, bytes: &[u8]) -> Result<Vec<Hash>> {
+    if bytes.len() % 32 != 0 {
         return Err(Error::Store(format!(
-            "buckets-0 bucket {bucket} is {} bytes, not a multiple of {ENTRY_LEN}",
+            "buckets-0 bucket {bucket} is {} bytes, not a multiple of 32",
             bytes.len()
         )));
     }
     Ok(bytes
-        .chunks_exact(ENTRY_LEN)
-        .map(|entry| {
-            let mut suffix = [0u8; SUFFIX_LEN];
-            suffix.copy_from_slice(&entry[..SUFFIX_LEN]);
-            let mut leaf = [0u8; 32];
-            leaf.copy_from_slice(&entry[SUFFIX_LEN..]);
-            (suffix, leaf)
+        .chunks_exact(32)
+        .map(|leaf| {
+            let mut hash = [0u8; 32];
+            hash.copy_from_slice(leaf);
+            hash
         })
         .collect())
 }
@@ -411,27 +397,20 @@ fn update_buckets(
             Some(guard) => decode_bucket(bucket, guard.value())?,
             None => Vec::new(),
         };
-        let mut changed = false;
-        for (suffix, leaf) in changes {
-            match (entries.binary_search_by(|e| e.0.cmp(&suffix)), leaf) {
-                (Ok(i), Some(leaf)) => {
-                    changed |= entries[i].1 != leaf;
-                    entries[i].1 = leaf;
-                }
-                (Ok(i), None) => {
-                    entries.remove(i);
-                    changed = true;
-                }
-                (Err(i), Some(leaf)) => {
-                    entries.insert(i, (suffix, leaf));
-                    changed = true;
-                }
-                // Deleting a key that does not exist.
-                (Err(_), None) => {}
+        for (old, new) in changes {
+            if let Some(old) = old {
+                let i = entries
+                    .binary_search(&old)
+                    .map_err(|_| damaged_index(bucket))?;
+                entries.remove(i);
             }
-        }
-        if !changed {
-            continue;
+            if let Some(new) = new {
+                let i = entries
+                    .binary_search(&new)
+                    .err()
+                    .ok_or_else(|| damaged_index(bucket))?;
+                entries.insert(i, new);
+            }
         }
         if entries.is_empty() {
             buckets.remove(bucket).map_err(store_err)?;
@@ -440,14 +419,13 @@ fn update_buckets(
             continue;
         }
         encoded.clear();
-        for (suffix, leaf) in &entries {
-            encoded.extend_from_slice(suffix);
+        for leaf in &entries {
             encoded.extend_from_slice(leaf);
         }
         buckets
             .insert(bucket, encoded.as_slice())
             .map_err(store_err)?;
-        let root = apphash::bucket_root(entries.iter().map(|(_, leaf)| *leaf));
+        let root = apphash::bucket_root(entries);
         roots.insert(bucket, root).map_err(store_err)?;
         new_roots.push((bucket, root));
     }
@@ -527,19 +505,26 @@ impl BlockWriter<'_> {
                     found: self.height,
                 });
             }
+            // Each write displaces the old value, whose leaf leaves its
+            // bucket; a write that changes nothing touches no bucket.
+            let mut changes: BTreeMap<u16, Vec<BucketChange>> = BTreeMap::new();
             let mut kv = txn.open_table(KV).map_err(store_err)?;
             for (key, value) in &self.staged {
-                match value {
-                    Some(v) => {
-                        kv.insert(key.as_slice(), v.as_slice()).map_err(store_err)?;
-                    }
-                    None => {
-                        kv.remove(key.as_slice()).map_err(store_err)?;
-                    }
+                let old = match value {
+                    Some(v) => kv.insert(key.as_slice(), v.as_slice()),
+                    None => kv.remove(key.as_slice()),
+                }
+                .map_err(store_err)?
+                .map(|old| apphash::leaf_hash(key, old.value()));
+                let new = value.as_ref().map(|v| apphash::leaf_hash(key, v));
+                if old != new {
+                    changes
+                        .entry(apphash::bucket_of(key))
+                        .or_default()
+                        .push((old, new));
                 }
             }
             drop(kv);
-            let changes = changes_by_bucket(&self.staged);
             let mut buckets = txn.open_table(BUCKETS).map_err(store_err)?;
             let mut roots = txn.open_table(BUCKET_ROOTS).map_err(store_err)?;
             let new_roots = update_buckets(&mut buckets, &mut roots, changes)?;
