@@ -367,7 +367,7 @@ fn damaged_index(bucket: u16) -> Error {
 
 /// Decodes a `buckets-0` value into its sorted leaves.
 fn decode_bucket(bucket: u16, bytes: &[u8]) -> Result<Vec<Hash>> {
-    if bytes.len() % 32 != 0 {
+    if !bytes.len().is_multiple_of(32) {
         return Err(Error::Store(format!(
             "buckets-0 bucket {bucket} is {} bytes, not a multiple of 32",
             bytes.len()
