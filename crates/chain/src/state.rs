@@ -7,24 +7,38 @@
 //!   with [`Key`] (a table-prefix byte then big-endian parts), so they sort
 //!   deterministically. The [app hash](crate::apphash) commits to exactly
 //!   this table.
+//! - `buckets-0`: the app-hash index, `u16 bucket -> leaves` for every
+//!   non-empty bucket (see [`crate::apphash`]): the leaf hashes of the
+//!   bucket's pairs in ascending order, concatenated (32 bytes each). One
+//!   value per bucket keeps the per-pair overhead at 32 bytes plus a share
+//!   of one B-tree entry.
+//! - `bucket-roots-0`: `u16 bucket -> 32-byte root` for every non-empty
+//!   bucket, so that opening the store reads 2 MiB at most to rebuild the
+//!   in-memory top tree.
 //! - `meta-0`: `"height" -> u64 big-endian` (last committed block, 0 before
 //!   the first) and `"app_hash" -> 32 bytes` (its app hash; before the first
 //!   block the empty-state root).
 //!
 //! Writes go through a [`BlockWriter`] from [`State::begin_block`]: it stages
 //! every write of the block in memory (reads see the staged writes) and
-//! [`BlockWriter::commit`] applies them, the new height and the new app hash
-//! in one durable redb write transaction. After a crash the state is exactly
+//! [`BlockWriter::commit`] applies them, the rewritten buckets and bucket
+//! roots they touch, the new height and the new app hash in one durable
+//! redb write transaction: its cost grows with the number of changed keys
+//! (times a logarithm), not with the size of the state. The top tree of the
+//! app hash lives in memory ([`apphash::TopTree`], 4 MiB, rebuilt from
+//! `bucket-roots-0` and checked against `meta-0` at open) and is updated
+//! only after the redb commit succeeds. After a crash the state is exactly
 //! at the last committed block; a writer dropped without commit changes
 //! nothing. [`BlockWriter::transaction`] runs a closure over a nested
 //! overlay whose writes reach the block only if the closure returns `Ok`.
 //!
-//! Determinism: staged writes live in [`BTreeMap`]s and the app hash reads
-//! the table in key order; there are no floats, no clocks and no I/O besides
-//! the store.
+//! Determinism: staged writes live in [`BTreeMap`]s and the app hash
+//! depends only on the set of pairs; there are no floats, no clocks and no
+//! I/O besides the store.
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
 
 use redb::{
     Database, Durability, ReadableDatabase, ReadableTable, TableDefinition,
@@ -38,6 +52,10 @@ use crate::{Error, Result};
 const KV: TableDefinition<'_, &[u8], &[u8]> = TableDefinition::new("kv-0");
 /// Chain metadata: `height` and `app_hash`.
 const META: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("meta-0");
+/// The app-hash index: bucket -> its leaf hashes, ascending.
+const BUCKETS: TableDefinition<'_, u16, &[u8]> = TableDefinition::new("buckets-0");
+/// The root of every non-empty bucket.
+const BUCKET_ROOTS: TableDefinition<'_, u16, [u8; 32]> = TableDefinition::new("bucket-roots-0");
 const META_HEIGHT: &str = "height";
 const META_APP_HASH: &str = "app_hash";
 
@@ -124,6 +142,9 @@ type Overlay = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
 #[derive(Debug)]
 pub struct State {
     db: Database,
+    /// The top tree of the committed state; `None` after a commit whose
+    /// outcome is unknown, rebuilt from the store at the next commit.
+    tree: Mutex<Option<apphash::TopTree>>,
 }
 
 impl State {
@@ -152,6 +173,8 @@ impl State {
     fn init(db: Database) -> Result<Self> {
         let txn = db.begin_write().map_err(store_err)?;
         txn.open_table(KV).map_err(store_err)?;
+        txn.open_table(BUCKETS).map_err(store_err)?;
+        txn.open_table(BUCKET_ROOTS).map_err(store_err)?;
         {
             let mut meta = txn.open_table(META).map_err(store_err)?;
             if meta.get(META_HEIGHT).map_err(store_err)?.is_none() {
@@ -162,7 +185,43 @@ impl State {
             }
         }
         txn.commit().map_err(store_err)?;
-        Ok(State { db })
+        let state = State {
+            db,
+            tree: Mutex::new(None),
+        };
+        let tree = state.load_tree()?;
+        if tree.root() != state.app_hash()? {
+            return Err(Error::Store(
+                "the app hash in meta-0 disagrees with the bucket index \
+                 (a damaged store or an older format)"
+                    .into(),
+            ));
+        }
+        *state.lock_tree() = Some(tree);
+        Ok(state)
+    }
+
+    /// Builds the top tree from the committed `bucket-roots-0`.
+    fn load_tree(&self) -> Result<apphash::TopTree> {
+        let txn = self.db.begin_read().map_err(store_err)?;
+        let roots = txn.open_table(BUCKET_ROOTS).map_err(store_err)?;
+        let mut all = Vec::new();
+        for entry in roots.iter().map_err(store_err)? {
+            let (bucket, root) = entry.map_err(store_err)?;
+            all.push((bucket.value(), root.value()));
+        }
+        Ok(apphash::TopTree::build(all))
+    }
+
+    /// The tree lock. A panic while it was held may have left the tree half
+    /// updated, so a poisoned lock gives `None` (rebuild).
+    fn lock_tree(&self) -> MutexGuard<'_, Option<apphash::TopTree>> {
+        self.tree.lock().unwrap_or_else(|poisoned| {
+            self.tree.clear_poison();
+            let mut guard = poisoned.into_inner();
+            *guard = None;
+            guard
+        })
     }
 
     /// The last committed block height (0 before the first block).
@@ -197,7 +256,22 @@ impl State {
     pub fn recompute_app_hash(&self) -> Result<Hash> {
         let txn = self.db.begin_read().map_err(store_err)?;
         let kv = txn.open_table(KV).map_err(store_err)?;
-        hash_table(&kv)
+        let mut failed = None;
+        let pairs = kv
+            .iter()
+            .map_err(store_err)?
+            .map_while(|entry| match entry {
+                Ok((k, v)) => Some((k.value().to_vec(), v.value().to_vec())),
+                Err(e) => {
+                    failed = Some(e);
+                    None
+                }
+            });
+        let hash = apphash::app_hash(pairs);
+        match failed {
+            Some(e) => Err(store_err(e)),
+            None => Ok(hash),
+        }
     }
 
     /// The first `limit` committed pairs whose key starts with `prefix`, in
@@ -282,14 +356,80 @@ fn next_height(height: u64) -> Result<u64> {
         .ok_or_else(|| Error::Store("block height overflows u64".into()))
 }
 
-/// The app hash of a `kv-0` table, read in key order.
-fn hash_table(kv: &impl ReadableTable<&'static [u8], &'static [u8]>) -> Result<Hash> {
-    let mut leaves = Vec::new();
-    for entry in kv.iter().map_err(store_err)? {
-        let (k, v) = entry.map_err(store_err)?;
-        leaves.push(apphash::leaf_hash(k.value(), v.value()));
+/// One change in a bucket: the leaf it removes and the leaf it adds.
+type BucketChange = (Option<Hash>, Option<Hash>);
+
+fn damaged_index(bucket: u16) -> Error {
+    Error::Store(format!(
+        "buckets-0 bucket {bucket} disagrees with kv-0 (damaged store)"
+    ))
+}
+
+/// Decodes a `buckets-0` value into its sorted leaves.
+fn decode_bucket(bucket: u16, bytes: &[u8]) -> Result<Vec<Hash>> {
+    if !bytes.len().is_multiple_of(32) {
+        return Err(Error::Store(format!(
+            "buckets-0 bucket {bucket} is {} bytes, not a multiple of 32",
+            bytes.len()
+        )));
     }
-    Ok(apphash::root_of_leaves(leaves))
+    Ok(bytes
+        .chunks_exact(32)
+        .map(|leaf| {
+            let mut hash = [0u8; 32];
+            hash.copy_from_slice(leaf);
+            hash
+        })
+        .collect())
+}
+
+/// Applies `changes` to the bucket index inside a write transaction and
+/// returns the new roots of the buckets that changed, in bucket order.
+fn update_buckets(
+    buckets: &mut redb::Table<'_, u16, &'static [u8]>,
+    roots: &mut redb::Table<'_, u16, [u8; 32]>,
+    changes: BTreeMap<u16, Vec<BucketChange>>,
+) -> Result<Vec<(u16, Hash)>> {
+    let mut new_roots = Vec::with_capacity(changes.len());
+    let mut encoded = Vec::new();
+    for (bucket, changes) in changes {
+        let mut entries = match buckets.get(bucket).map_err(store_err)? {
+            Some(guard) => decode_bucket(bucket, guard.value())?,
+            None => Vec::new(),
+        };
+        for (old, new) in changes {
+            if let Some(old) = old {
+                let i = entries
+                    .binary_search(&old)
+                    .map_err(|_| damaged_index(bucket))?;
+                entries.remove(i);
+            }
+            if let Some(new) = new {
+                let i = entries
+                    .binary_search(&new)
+                    .err()
+                    .ok_or_else(|| damaged_index(bucket))?;
+                entries.insert(i, new);
+            }
+        }
+        if entries.is_empty() {
+            buckets.remove(bucket).map_err(store_err)?;
+            roots.remove(bucket).map_err(store_err)?;
+            new_roots.push((bucket, apphash::EMPTY_BUCKET));
+            continue;
+        }
+        encoded.clear();
+        for leaf in &entries {
+            encoded.extend_from_slice(leaf);
+        }
+        buckets
+            .insert(bucket, encoded.as_slice())
+            .map_err(store_err)?;
+        let root = apphash::bucket_root(entries);
+        roots.insert(bucket, root).map_err(store_err)?;
+        new_roots.push((bucket, root));
+    }
+    Ok(new_roots)
 }
 
 /// The writes of one block, staged in memory until [`commit`](Self::commit).
@@ -350,10 +490,13 @@ impl BlockWriter<'_> {
     /// one durable redb transaction and returns the app hash. Fails with
     /// [`Error::WrongBlockHeight`] if another block committed meanwhile.
     pub fn commit(self) -> Result<Hash> {
+        // Taken before the write transaction and held until the tree is
+        // updated, so the tree always matches the last commit.
+        let mut tree = self.state.lock_tree();
         let mut txn = self.state.db.begin_write().map_err(store_err)?;
         txn.set_durability(Durability::Immediate)
             .map_err(store_err)?;
-        let hash = {
+        let (hash, update) = {
             let mut meta = txn.open_table(META).map_err(store_err)?;
             let expected = next_height(read_height(&meta)?)?;
             if self.height != expected {
@@ -362,25 +505,61 @@ impl BlockWriter<'_> {
                     found: self.height,
                 });
             }
+            // Each write displaces the old value, whose leaf leaves its
+            // bucket; a write that changes nothing touches no bucket.
+            let mut changes: BTreeMap<u16, Vec<BucketChange>> = BTreeMap::new();
             let mut kv = txn.open_table(KV).map_err(store_err)?;
             for (key, value) in &self.staged {
-                match value {
-                    Some(v) => {
-                        kv.insert(key.as_slice(), v.as_slice()).map_err(store_err)?;
-                    }
-                    None => {
-                        kv.remove(key.as_slice()).map_err(store_err)?;
-                    }
+                let old = match value {
+                    Some(v) => kv.insert(key.as_slice(), v.as_slice()),
+                    None => kv.remove(key.as_slice()),
+                }
+                .map_err(store_err)?
+                .map(|old| apphash::leaf_hash(key, old.value()));
+                let new = value.as_ref().map(|v| apphash::leaf_hash(key, v));
+                if old != new {
+                    changes
+                        .entry(apphash::bucket_of(key))
+                        .or_default()
+                        .push((old, new));
                 }
             }
-            let hash = hash_table(&kv)?;
+            drop(kv);
+            let mut buckets = txn.open_table(BUCKETS).map_err(store_err)?;
+            let mut roots = txn.open_table(BUCKET_ROOTS).map_err(store_err)?;
+            let new_roots = update_buckets(&mut buckets, &mut roots, changes)?;
+            if tree.is_none() {
+                // The write transaction sees the last commit.
+                let mut all = Vec::new();
+                for entry in roots.iter().map_err(store_err)? {
+                    let (bucket, root) = entry.map_err(store_err)?;
+                    let bucket = bucket.value();
+                    if new_roots.binary_search_by(|(b, _)| b.cmp(&bucket)).is_err() {
+                        all.push((bucket, root.value()));
+                    }
+                }
+                // Rebuilt without the changed buckets; the plan adds them.
+                *tree = Some(apphash::TopTree::build(all));
+            }
+            let current = tree
+                .as_ref()
+                .ok_or_else(|| Error::Store("app-hash tree missing".into()))?;
+            let (hash, update) = current.plan(&new_roots);
             meta.insert(META_HEIGHT, self.height.to_be_bytes().as_slice())
                 .map_err(store_err)?;
             meta.insert(META_APP_HASH, hash.as_slice())
                 .map_err(store_err)?;
-            hash
+            (hash, update)
         };
-        txn.commit().map_err(store_err)?;
+        if let Err(e) = txn.commit() {
+            // The commit may or may not have reached the disk: rebuild the
+            // tree from whatever the store holds at the next commit.
+            *tree = None;
+            return Err(store_err(e));
+        }
+        if let Some(current) = tree.as_mut() {
+            current.apply(update);
+        }
         Ok(hash)
     }
 }
@@ -512,6 +691,27 @@ mod tests {
         .unwrap();
         assert_eq!(b.scan_prefix(&[2], 10).unwrap().len(), 1);
         assert!(b.scan_prefix(&[3], 10).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_lost_tree_is_rebuilt_at_the_next_commit() {
+        let s = State::in_memory().unwrap();
+        let mut b = s.begin_block(1).unwrap();
+        for i in 0..50u8 {
+            b.put(&[i], &[i]);
+        }
+        b.commit().unwrap();
+        // As after a commit whose outcome was unknown.
+        *s.lock_tree() = None;
+        let mut b = s.begin_block(2).unwrap();
+        b.delete(&[0]);
+        b.put(&[1], b"changed");
+        b.put(&[99], b"new");
+        let hash = b.commit().unwrap();
+        assert_eq!(hash, s.recompute_app_hash().unwrap());
+        let tree = s.lock_tree().clone().unwrap();
+        assert_eq!(tree, s.load_tree().unwrap());
+        assert_eq!(tree.root(), hash);
     }
 
     #[test]
