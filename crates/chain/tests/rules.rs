@@ -2075,3 +2075,34 @@ fn queries_list_what_was_stored() {
             .is_none()
     );
 }
+
+#[test]
+#[ignore = "bug: a pin challenged within response_window of its expiry is expired by GC (stake returned) before the deadline, so silence is never slashed"]
+fn pin_challenged_just_before_expiry_is_still_slashable() {
+    let mut chain = chain_with(params());
+    let (cid, _) = import(&content(190, 4000));
+    let expiry = chain.next_height() + 10;
+    let tx = chain.sign(3, pin_until(3, &cid, 10_000, 0, expiry));
+    ok(chain.one(tx));
+    chain.advance_to(expiry - 2);
+    // Issued at expiry - 1 (allowed: the pin has not expired); the deadline
+    // is expiry + 2, after the GC of height `expiry` ended the pin.
+    let id = issue(
+        &mut chain,
+        1,
+        ChallengeKind::Pin,
+        &cid,
+        &addr(3).to_string(),
+    );
+    assert_eq!(challenge(&chain, &id).response_deadline, expiry + 2);
+    let supply = chain.supply();
+    let events = chain.advance_to(expiry + 2);
+    assert_eq!(
+        challenge(&chain, &id).status,
+        ChallengeStatus::Failed as i32
+    );
+    let slashed = pick!(events, Slashed);
+    assert_eq!(slashed.len(), 1, "the silent pinner was not slashed");
+    assert_eq!(slashed[0].amount, "500");
+    assert!(chain.supply() < supply);
+}
