@@ -14,6 +14,8 @@ pub enum BenchCommand {
     Ipfs(IpfsBench),
     /// Gradient formats: flatten throughput, pickle+gzip against the seed's Python path, indexed lookups.
     Gradient(crate::bench_gradient::GradientBench),
+    /// Keeper: signed gradient submissions applied in blocks, bytes per record, bounded GC.
+    Chain(crate::bench_chain::ChainBench),
 }
 
 #[derive(Args)]
@@ -54,6 +56,7 @@ pub fn run_bench(command: BenchCommand) -> Result<()> {
     match command {
         BenchCommand::Ipfs(args) => ipfs(args),
         BenchCommand::Gradient(args) => crate::bench_gradient::run(args),
+        BenchCommand::Chain(args) => crate::bench_chain::run(args),
     }
 }
 

@@ -2,6 +2,7 @@
 //! Errors print as `error: <what failed>: <why>` with a non-zero exit code.
 
 mod bench;
+mod bench_chain;
 mod bench_gradient;
 mod gradient;
 mod ipfs;

@@ -6,7 +6,9 @@
 //! `dataset_approvals` approvals it enters the approved registry
 //! (`status = APPROVED`, `approval_height` set on it and its shards) and
 //! becomes the dataset that new rounds train on (its shard count drives
-//! `AssignShard`). A validator can deactivate it later.
+//! `AssignShard`). A validator can deactivate it later; rounds then fall
+//! back to the most recently approved dataset still active, or to
+//! `default_total_shards` when there is none.
 //!
 //! Provider sign bytes ([`dataset_sign_bytes`]):
 //! `"r3mes-dataset-v1" || 0x00 || be32(len(dataset CID)) || dataset CID bytes
@@ -260,6 +262,23 @@ pub fn approve(
     Ok(())
 }
 
+/// The CID bytes of the most recently approved dataset still active (ties:
+/// the larger CID), which rounds fall back to when theirs is deactivated.
+fn latest_approved(store: &impl StoreRead) -> Result<Option<Vec<u8>>> {
+    let mut best: Option<(u64, Vec<u8>)> = None;
+    for (_, value) in store.scan_prefix(&[DATASET], usize::MAX)? {
+        let d =
+            Dataset::decode(value.as_slice()).map_err(|e| Error::Store(format!("dataset: {e}")))?;
+        if d.status == DatasetStatus::Approved as i32 {
+            let candidate = (d.approval_height, d.dataset_hash);
+            if best.as_ref().is_none_or(|b| candidate > *b) {
+                best = Some(candidate);
+            }
+        }
+    }
+    Ok(best.map(|(_, hash)| hash))
+}
+
 /// `MsgDeactivateDataset` from `validator`.
 pub fn deactivate(
     store: &mut impl Store,
@@ -281,7 +300,10 @@ pub fn deactivate(
     record.status = DatasetStatus::Inactive as i32;
     put_record(store, &dataset_key(&cid_bytes), &record);
     if store.get(singleton(ROUND_DATASET).as_bytes())?.as_deref() == Some(cid_bytes.as_slice()) {
-        store.delete(singleton(ROUND_DATASET).as_bytes());
+        match latest_approved(store)? {
+            Some(other) => store.put(singleton(ROUND_DATASET).as_bytes(), &other),
+            None => store.delete(singleton(ROUND_DATASET).as_bytes()),
+        }
     }
     dataset_event(events, &dataset, "deactivated", validator);
     Ok(())

@@ -7,14 +7,17 @@
 //! oldest height up to `h` and removes at most `max_gc_per_block` records;
 //! a partly processed list is written back with the rest, which the next
 //! block continues. Work is proportional to what expires, never to the
-//! state's size. Every removed gradient, replica or trace emits
-//! `EvRecordExpired` and `EvUnpin` for its CID (the node unpins it from its
-//! content store); a model version unpins the CIDs no later version still
-//! uses; pins end their obligation ([`crate::pins::expire`]).
+//! state's size. Every removed record emits `EvRecordExpired`; a removed
+//! gradient, replica, model version or trace also emits `EvUnpin` for each
+//! CID it referenced that no live record references any more
+//! ([`content_referenced`]: a gradient or replica with that CID, a pin of
+//! it, a model version or trace naming it, a dataset with that CID), so the
+//! node unpins content exactly when the chain stops needing it. Pins end
+//! their obligation ([`crate::pins::expire`]).
 
-use crate::accounts::Store;
-use crate::exec::{Ctx, Events, cid_text, emit};
-use crate::models::{latest_version, model_cids, model_key, trace_key};
+use crate::accounts::{Store, StoreRead};
+use crate::exec::{Ctx, Events, cid_text, emit, parse_cid};
+use crate::models::{model_cids, model_key, trace_key};
 use crate::proto::{
     ComputationTrace, EvRecordExpired, EvUnpin, ModelVersion, ProofOfReplication, StoredGradient,
     event,
@@ -22,7 +25,8 @@ use crate::proto::{
 use crate::replicas::replica_key;
 use crate::state::Key;
 use crate::tables::{
-    CHALLENGE, EXPIRY, ExpiryKind, VERIFICATION, get_record, hex_lower, list_items, list_value,
+    CHALLENGE, CONTENT_REF, EXPIRY, ExpiryKind, PIN, VERIFICATION, content_ref_key, get_record,
+    hex_lower, list_items, list_value,
 };
 use crate::{Error, Result};
 
@@ -36,8 +40,33 @@ fn expired(events: &mut Events, kind: ExpiryKind, id: String) {
     );
 }
 
-fn unpin(events: &mut Events, cid: String) {
-    emit(events, event::Kind::Unpin(EvUnpin { cid }));
+/// Whether any live record references the content `cid_bytes`.
+pub fn content_referenced(store: &impl StoreRead, cid_bytes: &[u8]) -> Result<bool> {
+    let exists = |key: Key| -> Result<bool> { Ok(store.get(key.as_bytes())?.is_some()) };
+    let any_under =
+        |prefix: Key| -> Result<bool> { Ok(!store.scan_prefix(prefix.as_bytes(), 1)?.is_empty()) };
+    Ok(exists(crate::gradients::gradient_key(cid_bytes))?
+        || exists(replica_key(cid_bytes))?
+        || exists(crate::datasets::dataset_key(cid_bytes))?
+        || any_under(Key::new(PIN).tail(cid_bytes))?
+        || any_under(Key::new(CONTENT_REF).tail(cid_bytes))?)
+}
+
+/// Emits `EvUnpin` for `cid_bytes` unless a live record still references it.
+fn unpin_if_unreferenced(
+    store: &impl StoreRead,
+    cid_bytes: &[u8],
+    events: &mut Events,
+) -> Result<()> {
+    if !content_referenced(store, cid_bytes)? {
+        emit(
+            events,
+            event::Kind::Unpin(EvUnpin {
+                cid: cid_text(cid_bytes),
+            }),
+        );
+    }
+    Ok(())
 }
 
 /// End-of-block work: removes up to `max_gc_per_block` expired records.
@@ -105,7 +134,7 @@ fn remove(
                 let marker = crate::gradients::by_round_key(round, &g.miner, id);
                 store.delete(marker.as_bytes());
                 expired(events, kind, cid_text(id));
-                unpin(events, cid_text(id));
+                unpin_if_unreferenced(store, id, events)?;
             }
         }
         ExpiryKind::Replica => {
@@ -115,7 +144,7 @@ fn remove(
             {
                 store.delete(key.as_bytes());
                 expired(events, kind, cid_text(id));
-                unpin(events, cid_text(id));
+                unpin_if_unreferenced(store, id, events)?;
             }
         }
         ExpiryKind::Pin => {
@@ -139,12 +168,16 @@ fn remove(
             if let Some(m) = get_record::<ModelVersion>(store, &key)? {
                 store.delete(key.as_bytes());
                 expired(events, kind, version.to_string());
-                let latest = get_record::<ModelVersion>(store, &model_key(latest_version(store)?))?;
-                let kept = latest.map(|l| model_cids(&l)).unwrap_or_default();
-                for cid in model_cids(&m) {
-                    if !kept.contains(&cid) {
-                        unpin(events, cid);
+                let mut cids = Vec::new();
+                for text in model_cids(&m) {
+                    let cid = parse_cid("model", &text)?.to_bytes();
+                    store.delete(content_ref_key(&cid, kind, id).as_bytes());
+                    if !cids.contains(&cid) {
+                        cids.push(cid);
                     }
+                }
+                for cid in cids {
+                    unpin_if_unreferenced(store, &cid, events)?;
                 }
             }
         }
@@ -155,8 +188,9 @@ fn remove(
             let key = trace_key(&trace_id);
             if let Some(t) = get_record::<ComputationTrace>(store, &key)? {
                 store.delete(key.as_bytes());
+                store.delete(content_ref_key(&t.trace_hash, kind, id).as_bytes());
                 expired(events, kind, hex_lower(id));
-                unpin(events, cid_text(&t.trace_hash));
+                unpin_if_unreferenced(store, &t.trace_hash, events)?;
             }
         }
         ExpiryKind::Challenge => {

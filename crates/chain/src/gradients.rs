@@ -131,7 +131,7 @@ pub fn check_metadata(ctx: &Ctx<'_>, meta: &GradientMetadata) -> Result<()> {
         parse_cid("metadata.chunks.data_hash", &chunk.data_hash)?;
     }
     check_len("metadata.gpu_architecture", &meta.gpu_architecture, 32)?;
-    check_len("metadata.backbone_hash", &meta.backbone_hash, 128)?;
+    check_len("metadata.backbone_hash", &meta.backbone_hash, 64)?;
     if !FORMATS.contains(&meta.format.as_str()) {
         return Err(Error::InvalidMessage(format!(
             "metadata.format {:?} is not one of {FORMATS:?}",

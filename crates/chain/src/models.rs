@@ -17,8 +17,8 @@ use crate::proto::{
 };
 use crate::state::Key;
 use crate::tables::{
-    ExpiryKind, LATEST_MODEL, MODEL, TRACE, get_u64, hex_lower, put_record, schedule_expiry,
-    singleton,
+    ExpiryKind, LATEST_MODEL, MODEL, TRACE, content_ref_key, get_u64, hex_lower, put_record,
+    schedule_expiry, singleton,
 };
 use crate::{Error, Result};
 
@@ -111,6 +111,11 @@ pub fn register_model(
         .height
         .saturating_add(ctx.params.retention_checkpoint_blocks);
     put_record(store, &model_key(model.version), &model);
+    for cid in model_cids(&model) {
+        let cid = parse_cid("model", &cid)?.to_bytes();
+        let key = content_ref_key(&cid, ExpiryKind::Model, &model.version.to_be_bytes());
+        store.put(key.as_bytes(), &[]);
+    }
     store.put(
         singleton(LATEST_MODEL).as_bytes(),
         &model.version.to_be_bytes(),
@@ -168,6 +173,10 @@ pub fn record_trace(
         expiry_height: expiry,
     };
     put_record(store, &key, &record);
+    store.put(
+        content_ref_key(&record.trace_hash, ExpiryKind::Trace, &id).as_bytes(),
+        &[],
+    );
     schedule_expiry(store, expiry, ExpiryKind::Trace, &id)?;
     emit(
         events,

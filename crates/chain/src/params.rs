@@ -65,7 +65,8 @@ pub struct Params {
     /// Blocks unbonding stake stays slashable before it returns to the
     /// balance. Default 100.
     pub unbonding_blocks: u64,
-    /// Most chunks one gradient may claim. Default 16.
+    /// Most chunks one gradient may claim (at most 8, which keeps a stored
+    /// record under 1 KB). Default 8.
     pub max_chunks_per_gradient: u32,
     /// Validator approvals that move a proposed dataset to the approved
     /// registry. Default 1.
@@ -124,7 +125,7 @@ impl Params {
             slash_verification_ppm: 20_000,
             min_miner_stake: 1,
             unbonding_blocks: 100,
-            max_chunks_per_gradient: 16,
+            max_chunks_per_gradient: 8,
             dataset_approvals: 1,
             default_total_shards: 1,
             max_gc_per_block: 1_000,
@@ -177,8 +178,8 @@ impl Params {
         if self.challenge_leaves > 64 {
             return bad("challenge_leaves must be at most 64");
         }
-        if self.max_chunks_per_gradient == 0 {
-            return bad("max_chunks_per_gradient must be positive");
+        if self.max_chunks_per_gradient == 0 || self.max_chunks_per_gradient > 8 {
+            return bad("max_chunks_per_gradient must be in 1..=8");
         }
         if self.dataset_approvals == 0 {
             return bad("dataset_approvals must be positive");
@@ -188,6 +189,11 @@ impl Params {
         }
         if self.max_gc_per_block == 0 || self.max_challenge_deadlines_per_block == 0 {
             return bad("max_gc_per_block and max_challenge_deadlines_per_block must be positive");
+        }
+        if self.unbonding_blocks <= self.response_window.saturating_add(1) {
+            return bad(
+                "unbonding_blocks must exceed response_window + 1 (stake must stay slashable until a sampled submission's deadline)",
+            );
         }
         if self.max_pin_blocks == 0 {
             return bad("max_pin_blocks must be positive");

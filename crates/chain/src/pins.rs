@@ -13,7 +13,9 @@
 use crate::accounts::{Store, StoreRead, get_account, mint, set_account};
 use crate::crypto::Address;
 use crate::exec::{Ctx, Events, emit, parse_cid};
-use crate::proto::{EvPin, MsgClaimPinRewards, MsgRegisterPin, PinningIncentive, event};
+use crate::proto::{
+    ChallengeKind, EvPin, MsgClaimPinRewards, MsgRegisterPin, PinningIncentive, event,
+};
 use crate::staking::stored_amount;
 use crate::state::Key;
 use crate::tables::{ExpiryKind, PIN, get_record, put_record, schedule_expiry};
@@ -170,6 +172,13 @@ pub fn expire(
     if pin.expiry_height > ctx.height {
         return Ok(false);
     }
+    // A challenge issued before expiry keeps the pin (and its stake) until
+    // its deadline, so silence near the end is still slashed.
+    let deadline = pending_pin_deadline(store, cid_bytes, &pinner)?;
+    if let Some(deadline) = deadline.filter(|d| *d > ctx.height) {
+        schedule_expiry(store, deadline, ExpiryKind::Pin, id)?;
+        return Ok(false);
+    }
     pay_rewards(store, ctx.height, &pinner, &mut pin, events)?;
     let stake = stored_amount(&pin.stake_amount)?;
     let mut acc = get_account(store, &pinner)?;
@@ -189,6 +198,23 @@ pub fn expire(
         }),
     );
     Ok(true)
+}
+
+/// The latest deadline of the pending challenges on `pinner`'s pin of
+/// `cid_bytes`.
+fn pending_pin_deadline(
+    store: &impl StoreRead,
+    cid_bytes: &[u8],
+    pinner: &Address,
+) -> Result<Option<u64>> {
+    // Pending challenges per target are few: at most one per block and
+    // response window per challenger.
+    let pending = crate::challenges::pending_for(store, pinner, usize::MAX)?;
+    Ok(pending
+        .iter()
+        .filter(|c| c.kind == ChallengeKind::Pin as i32 && c.ipfs_hash == cid_bytes)
+        .map(|c| c.response_deadline)
+        .max())
 }
 
 /// Sum of the stakes held in pins (part of the total supply).

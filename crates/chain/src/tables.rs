@@ -15,6 +15,7 @@
 //! | `0x21` | be64 height | list of gradient CIDs included at that height (deleted once sampled) |
 //! | `0x22` | be64 round, miner address, CID bytes | per-round listing marker (empty) |
 //! | `0x23` | be64 height, kind byte | list of record ids expiring at that height |
+//! | `0x24` | CID bytes, kind byte, record id | content reference by a model or trace (empty) |
 //! | `0x28` | be64 round | `Round` |
 //! | `0x29` | - | be64 current round id |
 //! | `0x30` | challenge id | `Challenge` |
@@ -52,6 +53,8 @@ pub const GRADIENTS_AT_HEIGHT: u8 = 0x21;
 pub const GRADIENT_BY_ROUND: u8 = 0x22;
 /// Retention queue: ids expiring at a height, per record kind.
 pub const EXPIRY: u8 = 0x23;
+/// References to content by models and traces (markers).
+pub const CONTENT_REF: u8 = 0x24;
 /// Rounds by id.
 pub const ROUND: u8 = 0x28;
 /// The current round id.
@@ -218,6 +221,14 @@ pub fn schedule_expiry(
 /// The retention-queue key of `height` and `kind`.
 pub fn expiry_key(height: u64, kind: ExpiryKind) -> Key {
     Key::new(EXPIRY).u64(height).u8(kind as u8)
+}
+
+/// The marker saying record `id` of `kind` references content `cid`.
+pub fn content_ref_key(cid_bytes: &[u8], kind: ExpiryKind, id: &[u8]) -> Key {
+    Key::new(CONTENT_REF)
+        .tail(cid_bytes)
+        .u8(kind as u8)
+        .tail(id)
 }
 
 /// Lower-case hex.

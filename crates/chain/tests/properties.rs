@@ -37,7 +37,7 @@ fn sim_params() -> Params {
         retention_trace_blocks: 6,
         retention_checkpoint_blocks: 20,
         max_pin_blocks: 15,
-        unbonding_blocks: 3,
+        unbonding_blocks: 5,
         sample_rate_ppm: 600_000,
         max_challenges_per_block: 2,
         max_gc_per_block: 3,

@@ -18,7 +18,7 @@ const VALIDATORS: u32 = 3;
 const MINERS: u32 = 100;
 
 fn is_withholder(miner: u32) -> bool {
-    miner % 10 == 0
+    miner.is_multiple_of(10)
 }
 
 #[test]
