@@ -61,8 +61,17 @@ pub fn run(args: ChainBench) -> Result<()> {
         report.max_block_ms
     );
     println!(
-        "disk: state file {} bytes = {:.0} bytes per stored gradient (record itself {:.0} bytes encoded)",
-        report.state_file_bytes, report.bytes_per_record, report.record_encoded_bytes
+        "  of which: deliver {:.2} s, end of block {:.2} s, commit {:.2} s",
+        report.deliver_secs, report.end_block_secs, report.commit_secs
+    );
+    println!(
+        "disk: state file {} bytes long = {:.0} bytes per stored gradient; {} bytes allocated = {:.0} per gradient; live keys+values {:.0} per gradient (the record itself {:.0} bytes encoded)",
+        report.state_file_bytes,
+        report.bytes_per_record,
+        report.state_allocated_bytes,
+        report.allocated_bytes_per_record,
+        report.live_bytes_per_record,
+        report.record_encoded_bytes
     );
     println!(
         "gc: {} records in {} blocks, at most {} per block (bound {}), slowest GC block {:.1} ms",

@@ -8,7 +8,7 @@
 //! the typed error; events are returned only on success.
 
 use crate::accounts::{self, get_account, set_account};
-use crate::crypto::{Address, PublicKey};
+use crate::crypto::Address;
 use crate::exec::{Ctx, Events, emit};
 use crate::proto::{EvTransfer, MsgSubmitGradientResponse, event, tx_body};
 use crate::state::BlockWriter;
@@ -67,7 +67,7 @@ pub fn apply_tx(block: &mut BlockWriter<'_>, tx: &SignedTx, ctx: &Ctx<'_>) -> Re
     let proto = tx.as_proto();
     // The signer's address comes from the public key; verify checks the key
     // and the signature and that the address matches the message's signer.
-    let claimed = PublicKey::from_compressed(&proto.signer_pubkey)?.address();
+    let claimed = Address::of_key_bytes(&proto.signer_pubkey)?;
     block.transaction(|t| {
         let mut acc = get_account(t, &claimed)?;
         let signer = tx.verify(

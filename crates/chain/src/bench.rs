@@ -69,10 +69,24 @@ pub struct BenchReport {
     pub tx_per_sec: f64,
     /// Slowest block, ms.
     pub max_block_ms: f64,
+    /// Seconds spent delivering transactions.
+    pub deliver_secs: f64,
+    /// Seconds spent in end-of-block work.
+    pub end_block_secs: f64,
+    /// Seconds spent committing (redb write, app hash, fsync).
+    pub commit_secs: f64,
     /// State file size after the run, bytes.
     pub state_file_bytes: u64,
     /// State file size per stored gradient, bytes.
     pub bytes_per_record: f64,
+    /// Disk blocks the state file occupies (its length has sparse,
+    /// preallocated regions), bytes.
+    pub state_allocated_bytes: u64,
+    /// Allocated bytes per stored gradient.
+    pub allocated_bytes_per_record: f64,
+    /// Bytes per stored gradient of every live key and value in the state
+    /// (records, indexes, accounts, challenges), before redb's overhead.
+    pub live_bytes_per_record: f64,
     /// Mean encoded `StoredGradient`, bytes.
     pub record_encoded_bytes: f64,
     /// Challenges the sampling issued.
@@ -228,6 +242,7 @@ pub fn run(
     progress(&format!("applying {blocks} blocks"));
     let mut challenges = 0;
     let mut max_block_ms: f64 = 0.0;
+    let (mut deliver_secs, mut end_block_secs, mut commit_secs) = (0.0, 0.0, 0.0);
     let start = Instant::now();
     for (b, txs) in prepared.into_iter().enumerate() {
         let height = first_height + b as u64;
@@ -236,18 +251,33 @@ pub fn run(
         for bytes in txs.unwrap_or_default() {
             block.deliver_bytes(&bytes)?;
         }
+        let delivered = Instant::now();
         let events = block.end_block()?;
         challenges += events
             .iter()
             .filter(|e| matches!(e.kind, Some(event::Kind::ChallengeIssued(_))))
             .count();
+        let ended = Instant::now();
         block.commit()?;
+        deliver_secs += (delivered - block_start).as_secs_f64();
+        end_block_secs += (ended - delivered).as_secs_f64();
+        commit_secs += ended.elapsed().as_secs_f64();
         max_block_ms = max_block_ms.max(block_start.elapsed().as_secs_f64() * 1e3);
     }
     let apply_secs = start.elapsed().as_secs_f64();
-    let state_file_bytes = std::fs::metadata(&path)
-        .map_err(|e| Error::Store(format!("{}: {e}", path.display())))?
-        .len();
+    let meta =
+        std::fs::metadata(&path).map_err(|e| Error::Store(format!("{}: {e}", path.display())))?;
+    let state_file_bytes = meta.len();
+    let state_allocated_bytes = {
+        use std::os::unix::fs::MetadataExt;
+        meta.blocks() * 512
+    };
+    let live_bytes: usize = keeper
+        .state()
+        .scan_prefix(&[], usize::MAX)?
+        .iter()
+        .map(|(k, v)| k.len() + v.len())
+        .sum();
     let mut encoded = 0usize;
     let mut records = 0usize;
     for (_, v) in keeper
@@ -293,8 +323,14 @@ pub fn run(
         apply_secs,
         tx_per_sec: config.txs as f64 / apply_secs,
         max_block_ms,
+        deliver_secs,
+        end_block_secs,
+        commit_secs,
         state_file_bytes,
         bytes_per_record: state_file_bytes as f64 / records.max(1) as f64,
+        state_allocated_bytes,
+        allocated_bytes_per_record: state_allocated_bytes as f64 / records.max(1) as f64,
+        live_bytes_per_record: live_bytes as f64 / records.max(1) as f64,
         record_encoded_bytes: encoded as f64 / records.max(1) as f64,
         challenges,
         gc_removed,

@@ -41,7 +41,7 @@ use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
 use redb::{
-    Database, Durability, ReadableDatabase, ReadableTable, TableDefinition,
+    Database, Durability, ReadOnlyTable, ReadableDatabase, ReadableTable, TableDefinition,
     backends::InMemoryBackend,
 };
 
@@ -277,49 +277,9 @@ impl State {
     /// The first `limit` committed pairs whose key starts with `prefix`, in
     /// key order.
     pub fn scan_prefix(&self, prefix: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-        self.scan_layers(&[], prefix, limit)
-    }
-
-    /// Prefix scan of the committed state seen through `layers` (bottom
-    /// first). It reads at most `limit` plus the layers' deletes under the
-    /// prefix committed pairs: enough, since each delete hides at most one.
-    fn scan_layers(
-        &self,
-        layers: &[&Overlay],
-        prefix: &[u8],
-        limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-        let under = |layer: &'_ Overlay| {
-            layer
-                .range(prefix.to_vec()..)
-                .take_while(|(k, _)| k.starts_with(prefix))
-                .filter(|(_, v)| v.is_none())
-                .count()
-        };
-        let deletes: usize = layers.iter().map(|l| under(l)).sum();
-        let want = limit.saturating_add(deletes);
-        let mut merged = BTreeMap::new();
         let txn = self.db.begin_read().map_err(store_err)?;
         let kv = txn.open_table(KV).map_err(store_err)?;
-        for entry in kv.range(prefix..).map_err(store_err)?.take(want) {
-            let (k, v) = entry.map_err(store_err)?;
-            if !k.value().starts_with(prefix) {
-                break;
-            }
-            merged.insert(k.value().to_vec(), v.value().to_vec());
-        }
-        for layer in layers {
-            let writes = layer
-                .range(prefix.to_vec()..)
-                .take_while(|(k, _)| k.starts_with(prefix));
-            for (k, v) in writes {
-                match v {
-                    Some(v) => merged.insert(k.clone(), v.clone()),
-                    None => merged.remove(k),
-                };
-            }
-        }
-        Ok(merged.into_iter().take(limit).collect())
+        scan_layers(&kv, &[], prefix, limit)
     }
 
     /// Starts block `height`, which must be the committed height plus one.
@@ -331,12 +291,59 @@ impl State {
                 found: height,
             });
         }
+        let snapshot = self
+            .db
+            .begin_read()
+            .map_err(store_err)?
+            .open_table(KV)
+            .map_err(store_err)?;
         Ok(BlockWriter {
             state: self,
             height,
             staged: Overlay::new(),
+            snapshot,
         })
     }
+}
+
+/// Prefix scan of the committed state seen through `layers` (bottom
+/// first). It reads at most `limit` plus the layers' deletes under the
+/// prefix committed pairs: enough, since each delete hides at most one.
+fn scan_layers(
+    kv: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    layers: &[&Overlay],
+    prefix: &[u8],
+    limit: usize,
+) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    let under = |layer: &'_ Overlay| {
+        layer
+            .range(prefix.to_vec()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .filter(|(_, v)| v.is_none())
+            .count()
+    };
+    let deletes: usize = layers.iter().map(|l| under(l)).sum();
+    let want = limit.saturating_add(deletes);
+    let mut merged = BTreeMap::new();
+    for entry in kv.range(prefix..).map_err(store_err)?.take(want) {
+        let (k, v) = entry.map_err(store_err)?;
+        if !k.value().starts_with(prefix) {
+            break;
+        }
+        merged.insert(k.value().to_vec(), v.value().to_vec());
+    }
+    for layer in layers {
+        let writes = layer
+            .range(prefix.to_vec()..)
+            .take_while(|(k, _)| k.starts_with(prefix));
+        for (k, v) in writes {
+            match v {
+                Some(v) => merged.insert(k.clone(), v.clone()),
+                None => merged.remove(k),
+            };
+        }
+    }
+    Ok(merged.into_iter().take(limit).collect())
 }
 
 fn read_height(meta: &impl ReadableTable<&'static str, &'static [u8]>) -> Result<u64> {
@@ -439,6 +446,9 @@ pub struct BlockWriter<'a> {
     state: &'a State,
     height: u64,
     staged: Overlay,
+    /// The committed `kv-0` as of `begin_block`, read by every get and scan
+    /// of the block (one read transaction instead of one per read).
+    snapshot: ReadOnlyTable<&'static [u8], &'static [u8]>,
 }
 
 impl BlockWriter<'_> {
@@ -452,7 +462,11 @@ impl BlockWriter<'_> {
     pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
         match self.staged.get(key) {
             Some(staged) => Ok(staged.clone()),
-            None => self.state.get(key),
+            None => Ok(self
+                .snapshot
+                .get(key)
+                .map_err(store_err)?
+                .map(|g| g.value().to_vec())),
         }
     }
 
@@ -483,7 +497,17 @@ impl BlockWriter<'_> {
     /// The first `limit` pairs whose key starts with `prefix`, in key order,
     /// as this block sees them (staged writes over the committed state).
     pub fn scan_prefix(&self, prefix: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-        self.state.scan_layers(&[&self.staged], prefix, limit)
+        scan_layers(&self.snapshot, &[&self.staged], prefix, limit)
+    }
+
+    /// Prefix scan of the block's snapshot seen through `layers`.
+    fn scan_with(
+        &self,
+        layers: &[&Overlay],
+        prefix: &[u8],
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        scan_layers(&self.snapshot, layers, prefix, limit)
     }
 
     /// Writes the staged changes, the new height and the new app hash in
@@ -590,8 +614,7 @@ impl Tx<'_, '_> {
     /// as this transaction sees them.
     pub fn scan_prefix(&self, prefix: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
         self.block
-            .state
-            .scan_layers(&[&self.block.staged, &self.overlay], prefix, limit)
+            .scan_with(&[&self.block.staged, &self.overlay], prefix, limit)
     }
 
     /// Stages the removal of `key` in this transaction.
