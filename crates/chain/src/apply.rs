@@ -59,7 +59,7 @@ pub fn size_limit(tx: &SignedTx, params: &crate::params::Params) -> usize {
 
 /// Applies `tx` to `block` in context `ctx` (see the module docs).
 pub fn apply_tx(block: &mut BlockWriter<'_>, tx: &SignedTx, ctx: &Ctx<'_>) -> Result<TxOutcome> {
-    let len = tx.encode().len();
+    let len = tx.encoded_len();
     let max = size_limit(tx, ctx.params);
     if len > max {
         return Err(Error::TxTooLarge { len, max });

@@ -7,7 +7,8 @@
 //!   gradients included in block `h` and challenges each one whose
 //!   `sha256("r3mes-sample-v1" || hash(h+1) || CID bytes)` (first 8 bytes,
 //!   big-endian) mod 1e6 is below `sample_rate_ppm`, at most
-//!   `max_challenges_per_block`, in inclusion order. The challenger is the
+//!   `max_challenges_per_block`, in list order (the block's list shards in
+//!   key order, each in inclusion order). The challenger is the
 //!   validator at index `sha256("r3mes-challenger-v1" || hash(h+1) || CID
 //!   bytes) mod n` of the validators sorted by address (none: the slashed
 //!   amount is all burned). Miners cannot predict the block hash when they
@@ -421,19 +422,25 @@ pub fn is_sampled(seed: &[u8; 32], cid: &[u8], rate_ppm: u64) -> bool {
 }
 
 /// Samples the gradients included in the previous block (see the module
-/// docs) and drops that list.
+/// docs; list shards in key order, each in inclusion order) and drops their
+/// lists.
 fn sample(store: &mut impl Store, ctx: &Ctx<'_>, events: &mut Events) -> Result<()> {
     let Some(prev) = ctx.height.checked_sub(1) else {
         return Ok(());
     };
-    let key = included_key(prev);
-    let Some(list) = store.get(key.as_bytes())? else {
+    let prefix = included_key(prev);
+    let shards = store.scan_prefix(prefix.as_bytes(), usize::MAX)?;
+    if shards.is_empty() {
         return Ok(());
-    };
-    store.delete(key.as_bytes());
+    }
+    let mut included = Vec::new();
+    for (key, list) in shards {
+        store.delete(&key);
+        included.extend(list_items(&list)?);
+    }
     let validators = validators(store)?;
     let mut issued = 0u32;
-    for cid_bytes in list_items(&list)? {
+    for cid_bytes in included {
         if issued >= ctx.params.max_challenges_per_block {
             break;
         }

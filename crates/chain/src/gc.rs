@@ -107,7 +107,7 @@ fn parse_key(key: &[u8]) -> Result<(u64, ExpiryKind)> {
         .split_first_chunk::<8>()
         .ok_or_else(|| Error::Store("short expiry key".into()))?;
     let kind = match kind {
-        [k] => ExpiryKind::from_byte(*k)?,
+        [k, _shard] => ExpiryKind::from_byte(*k)?,
         _ => return Err(Error::Store("malformed expiry key".into())),
     };
     Ok((u64::from_be_bytes(*height), kind))

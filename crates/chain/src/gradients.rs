@@ -27,7 +27,7 @@ use crate::rounds::{assigned_shard, current_round, is_open};
 use crate::state::Key;
 use crate::tables::{
     ExpiryKind, GRADIENT, GRADIENT_BY_ROUND, GRADIENTS_AT_HEIGHT, get_record, list_push,
-    put_record, schedule_expiry,
+    list_shard, put_record, schedule_expiry,
 };
 use crate::{Error, Result};
 
@@ -50,7 +50,8 @@ pub fn by_round_key(round_id: u64, miner: &[u8], cid_bytes: &[u8]) -> Key {
         .tail(cid_bytes)
 }
 
-/// The list of gradients included at `height` (sampled at `height + 1`).
+/// The prefix of the lists of gradients included at `height` (sampled at
+/// `height + 1`); each list shard is one key under it.
 pub fn included_key(height: u64) -> Key {
     Key::new(GRADIENTS_AT_HEIGHT).u64(height)
 }
@@ -208,7 +209,11 @@ pub fn submit(
     };
     put_record(store, &key, &record);
     schedule_expiry(store, expiry, ExpiryKind::Gradient, &cid_bytes)?;
-    list_push(store, &included_key(ctx.height), &cid_bytes)?;
+    list_push(
+        store,
+        &included_key(ctx.height).u8(list_shard(&cid_bytes)),
+        &cid_bytes,
+    )?;
     store.put(
         by_round_key(meta.round_id, miner.as_bytes(), &cid_bytes).as_bytes(),
         &[],

@@ -12,9 +12,9 @@
 //! | `0x11` | - | total supply |
 //! | `0x12` | address | validator marker (empty) |
 //! | `0x20` | CID bytes | `StoredGradient` |
-//! | `0x21` | be64 height | list of gradient CIDs included at that height (deleted once sampled) |
+//! | `0x21` | be64 height, list shard | list of gradient CIDs included at that height (deleted once sampled) |
 //! | `0x22` | be64 round, miner address, CID bytes | per-round listing marker (empty) |
-//! | `0x23` | be64 height, kind byte | list of record ids expiring at that height |
+//! | `0x23` | be64 height, kind byte, list shard | list of record ids expiring at that height |
 //! | `0x24` | CID bytes, kind byte, record id | content reference by a model or trace (empty) |
 //! | `0x28` | be64 round | `Round` |
 //! | `0x29` | - | be64 current round id |
@@ -32,6 +32,10 @@
 //! | `0x82` | - | CID bytes of the dataset new rounds use |
 //!
 //! Lists are values made of items `be16(len) || bytes`, appended in order.
+//! The two lists every gradient joins are split into 16 shards by the low
+//! four bits of the item's last byte ([`list_shard`]), so appending copies a
+//! sixteenth of a busy block's list, not all of it; readers take the shards
+//! in key order.
 
 use prost::Message;
 
@@ -208,6 +212,11 @@ pub fn list_value(items: &[Vec<u8>]) -> Result<Vec<u8>> {
     Ok(value)
 }
 
+/// The shard (0 to 15) of a list item: the low four bits of its last byte.
+pub fn list_shard(item: &[u8]) -> u8 {
+    item.last().map_or(0, |b| b & 0x0f)
+}
+
 /// Queues `id` of `kind` for removal at `height`.
 pub fn schedule_expiry(
     store: &mut impl Store,
@@ -215,12 +224,12 @@ pub fn schedule_expiry(
     kind: ExpiryKind,
     id: &[u8],
 ) -> Result<()> {
-    list_push(store, &expiry_key(height, kind), id)
+    list_push(store, &expiry_key(height, kind, list_shard(id)), id)
 }
 
-/// The retention-queue key of `height` and `kind`.
-pub fn expiry_key(height: u64, kind: ExpiryKind) -> Key {
-    Key::new(EXPIRY).u64(height).u8(kind as u8)
+/// The retention-queue key of `height`, `kind` and list shard `shard`.
+pub fn expiry_key(height: u64, kind: ExpiryKind, shard: u8) -> Key {
+    Key::new(EXPIRY).u64(height).u8(kind as u8).u8(shard)
 }
 
 /// The marker saying record `id` of `kind` references content `cid`.

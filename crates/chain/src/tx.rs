@@ -89,6 +89,11 @@ impl SignedTx {
         self.tx.encode_to_vec()
     }
 
+    /// The length of [`encode`](Self::encode)'s output, without encoding.
+    pub fn encoded_len(&self) -> usize {
+        self.tx.encoded_len()
+    }
+
     /// Decodes `bytes`, at most `max_tx_bytes` long, which must be the
     /// canonical encoding (re-encoding gives the same bytes). Never panics.
     pub fn decode(bytes: &[u8], max_tx_bytes: usize) -> Result<Self> {
