@@ -102,6 +102,28 @@ pub struct Account {
 }
 
 impl Account {
+    /// Takes `amount` from the balance; fails with
+    /// [`Error::InsufficientFunds`] (the account unchanged) if it is smaller.
+    pub fn debit(&mut self, amount: u128) -> Result<()> {
+        self.balance = self
+            .balance
+            .checked_sub(amount)
+            .ok_or(Error::InsufficientFunds {
+                balance: self.balance,
+                needed: amount,
+            })?;
+        Ok(())
+    }
+
+    /// Adds `amount` to the balance; fails with [`Error::AmountOverflow`].
+    pub fn credit(&mut self, amount: u128) -> Result<()> {
+        self.balance = self
+            .balance
+            .checked_add(amount)
+            .ok_or(Error::AmountOverflow)?;
+        Ok(())
+    }
+
     /// The fixed 40-byte big-endian encoding (see the module docs).
     pub fn encode(&self) -> [u8; ACCOUNT_LEN] {
         let mut out = [0u8; ACCOUNT_LEN];
@@ -201,10 +223,7 @@ pub fn mint(store: &mut impl Store, address: &Address, amount: u128) -> Result<(
         .checked_add(amount)
         .ok_or(Error::AmountOverflow)?;
     let mut acc = get_account(store, address)?;
-    acc.balance = acc
-        .balance
-        .checked_add(amount)
-        .ok_or(Error::AmountOverflow)?;
+    acc.credit(amount)?;
     set_account(store, address, &acc);
     store.put(supply_key().as_bytes(), &supply.to_be_bytes());
     Ok(())
@@ -228,13 +247,7 @@ pub fn mint_stake(store: &mut impl Store, address: &Address, amount: u128) -> Re
 /// balance is smaller.
 pub fn burn(store: &mut impl Store, address: &Address, amount: u128) -> Result<()> {
     let mut acc = get_account(store, address)?;
-    acc.balance = acc
-        .balance
-        .checked_sub(amount)
-        .ok_or(Error::InsufficientFunds {
-            balance: acc.balance,
-            needed: amount,
-        })?;
+    acc.debit(amount)?;
     let supply = total_supply(store)?
         .checked_sub(amount)
         .ok_or_else(|| Error::Store("total supply below a balance".into()))?;
@@ -249,22 +262,12 @@ pub fn burn(store: &mut impl Store, address: &Address, amount: u128) -> Result<(
 /// nothing.
 pub fn transfer(store: &mut impl Store, from: &Address, to: &Address, amount: u128) -> Result<()> {
     let mut src = get_account(store, from)?;
-    let remaining = src
-        .balance
-        .checked_sub(amount)
-        .ok_or(Error::InsufficientFunds {
-            balance: src.balance,
-            needed: amount,
-        })?;
+    src.debit(amount)?;
     if from == to {
         return Ok(());
     }
     let mut dst = get_account(store, to)?;
-    dst.balance = dst
-        .balance
-        .checked_add(amount)
-        .ok_or(Error::AmountOverflow)?;
-    src.balance = remaining;
+    dst.credit(amount)?;
     set_account(store, from, &src);
     set_account(store, to, &dst);
     Ok(())

@@ -314,14 +314,26 @@ pub fn respond(
             put_record(store, &key, &pin);
         }
     }
-    put_record(store, &challenge_key(&id), &c);
+    store_closed(store, ctx, &id, &c, events)
+}
+
+/// Stores a closed challenge, queues it for removal after
+/// `retention_trace_blocks` and emits its event.
+fn store_closed(
+    store: &mut impl Store,
+    ctx: &Ctx<'_>,
+    id: &[u8; 32],
+    c: &Challenge,
+    events: &mut Events,
+) -> Result<()> {
+    put_record(store, &challenge_key(id), c);
     schedule_expiry(
         store,
         ctx.height.saturating_add(ctx.params.retention_trace_blocks),
         ExpiryKind::Challenge,
-        &id,
+        id,
     )?;
-    close_event(&c, events)
+    close_event(c, events)
 }
 
 /// Fails one overdue challenge and slashes its target.
@@ -373,14 +385,7 @@ fn fail(
         .as_slice()
         .try_into()
         .map_err(|_| Error::Store("challenge id is not 32 bytes".into()))?;
-    put_record(store, &challenge_key(&id), &c);
-    schedule_expiry(
-        store,
-        ctx.height.saturating_add(ctx.params.retention_trace_blocks),
-        ExpiryKind::Challenge,
-        &id,
-    )?;
-    close_event(&c, events)
+    store_closed(store, ctx, &id, &c, events)
 }
 
 /// End-of-block work: fails the pending challenges whose deadline is this

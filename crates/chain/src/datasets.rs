@@ -22,9 +22,11 @@
 use cid::Cid;
 use prost::Message;
 
-use crate::accounts::{Store, StoreRead, get_account};
+use crate::accounts::{Store, StoreRead};
 use crate::crypto::{Address, PublicKey, SecretKey, Signature};
-use crate::exec::{Ctx, Events, check_len, emit, parse_address, parse_cid, require_validator};
+use crate::exec::{
+    Ctx, Events, check_len, emit, parse_address, parse_cid, require_stake, require_validator,
+};
 use crate::proto::{
     DataShard, Dataset, DatasetMetadata, DatasetStatus, EvDataset, MsgApproveDataset,
     MsgDeactivateDataset, MsgProposeDataset, event,
@@ -160,13 +162,7 @@ pub fn propose(
     }
     let sig = Signature::from_slice(&meta.signature)?;
     key.verify(&dataset_sign_bytes(&dataset, meta, &shards), &sig)?;
-    let stake = get_account(store, proposer)?.stake;
-    if stake < u128::from(ctx.params.min_miner_stake) {
-        return Err(Error::Unauthorized(format!(
-            "proposer {proposer} has stake {stake}, at least {} is required",
-            ctx.params.min_miner_stake
-        )));
-    }
+    require_stake(store, ctx, proposer, "proposer")?;
     let cid_bytes = dataset.to_bytes();
     if get_dataset(store, &cid_bytes)?.is_some() {
         return Err(Error::AlreadyExists(format!("dataset {dataset}")));

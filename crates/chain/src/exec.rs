@@ -111,6 +111,24 @@ pub fn require_validator(store: &impl StoreRead, address: &Address, what: &str) 
     }
 }
 
+/// Fails with [`Error::Unauthorized`] unless `who` has at least
+/// `min_miner_stake` bonded; `role` names it in the message ("miner").
+pub fn require_stake(
+    store: &impl StoreRead,
+    ctx: &Ctx<'_>,
+    who: &Address,
+    role: &str,
+) -> Result<()> {
+    let stake = crate::accounts::get_account(store, who)?.stake;
+    let min = ctx.params.min_miner_stake;
+    if stake < u128::from(min) {
+        return Err(Error::Unauthorized(format!(
+            "{role} {who} has stake {stake}, at least {min} is required"
+        )));
+    }
+    Ok(())
+}
+
 /// Fails unless `text` has at most `max` bytes.
 pub fn check_len(field: &str, text: &str, max: usize) -> Result<()> {
     if text.len() > max {

@@ -16,9 +16,9 @@
 
 use cid::Cid;
 
-use crate::accounts::{Store, StoreRead, get_account};
+use crate::accounts::{Store, StoreRead};
 use crate::crypto::{Address, sha256};
-use crate::exec::{Ctx, Events, check_len, emit, parse_cid};
+use crate::exec::{Ctx, Events, check_len, emit, parse_cid, require_stake};
 use crate::proto::{
     EvGradientStored, GradientMetadata, MsgSubmitGradient, MsgSubmitGradientResponse,
     StoredGradient, event,
@@ -166,13 +166,7 @@ pub fn submit(
     if found < required {
         return Err(Error::InsufficientWork { required, found });
     }
-    let stake = get_account(store, miner)?.stake;
-    if stake < u128::from(ctx.params.min_miner_stake) {
-        return Err(Error::Unauthorized(format!(
-            "miner {miner} has stake {stake}, at least {} is required",
-            ctx.params.min_miner_stake
-        )));
-    }
+    require_stake(store, ctx, miner, "miner")?;
     let round = current_round(store)?;
     let round = match round {
         Some(r) if r.round_id == meta.round_id && is_open(&r, ctx.height) => r,

@@ -63,13 +63,7 @@ pub fn register(
         return Err(Error::AlreadyExists(format!("pin of {cid} by {pinner}")));
     }
     let mut acc = get_account(store, pinner)?;
-    acc.balance = acc
-        .balance
-        .checked_sub(stake)
-        .ok_or(Error::InsufficientFunds {
-            balance: acc.balance,
-            needed: stake,
-        })?;
+    acc.debit(stake)?;
     set_account(store, pinner, &acc);
     let record = PinningIncentive {
         content_hash: cid_bytes.clone(),
@@ -182,10 +176,7 @@ pub fn expire(
     pay_rewards(store, ctx.height, &pinner, &mut pin, events)?;
     let stake = stored_amount(&pin.stake_amount)?;
     let mut acc = get_account(store, &pinner)?;
-    acc.balance = acc
-        .balance
-        .checked_add(stake)
-        .ok_or(Error::AmountOverflow)?;
+    acc.credit(stake)?;
     set_account(store, &pinner, &acc);
     store.delete(key.as_bytes());
     emit(

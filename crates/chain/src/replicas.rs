@@ -18,9 +18,9 @@
 //! The keeper never sees the bytes, so it cannot check that the replica CID
 //! really is the encoded data; a validator can, off-chain, and challenge.
 
-use crate::accounts::{Store, get_account};
+use crate::accounts::Store;
 use crate::crypto::Address;
-use crate::exec::{Ctx, Events, emit, parse_cid};
+use crate::exec::{Ctx, Events, emit, parse_cid, require_stake};
 use crate::proto::{EvReplicaRegistered, MsgRegisterReplica, ProofOfReplication, event};
 use crate::state::Key;
 use crate::tables::{ExpiryKind, REPLICA, parse_hex, put_record, schedule_expiry};
@@ -54,13 +54,7 @@ pub fn register(
             "replication_id is not sha256(miner || data CID bytes)".into(),
         ));
     }
-    let stake = get_account(store, miner)?.stake;
-    if stake < u128::from(ctx.params.min_miner_stake) {
-        return Err(Error::Unauthorized(format!(
-            "miner {miner} has stake {stake}, at least {} is required to register replicas",
-            ctx.params.min_miner_stake
-        )));
-    }
+    require_stake(store, ctx, miner, "miner")?;
     let replica_bytes = replica.to_bytes();
     let key = replica_key(&replica_bytes);
     if store.get(key.as_bytes())?.is_some() {

@@ -22,13 +22,7 @@ pub fn stake(
     events: &mut Events,
 ) -> Result<()> {
     let mut acc = get_account(store, who)?;
-    acc.balance = acc
-        .balance
-        .checked_sub(amount)
-        .ok_or(Error::InsufficientFunds {
-            balance: acc.balance,
-            needed: amount,
-        })?;
+    acc.debit(amount)?;
     acc.stake = acc.stake.checked_add(amount).ok_or(Error::AmountOverflow)?;
     set_account(store, who, &acc);
     emit(
@@ -85,10 +79,7 @@ pub fn release_matured(
         return Ok(());
     }
     let amount = acc.unbonding;
-    acc.balance = acc
-        .balance
-        .checked_add(amount)
-        .ok_or(Error::AmountOverflow)?;
+    acc.credit(amount)?;
     acc.unbonding = 0;
     acc.unbonding_release_height = 0;
     set_account(store, who, &acc);
@@ -139,10 +130,7 @@ fn settle(
 ) -> Result<()> {
     if let Some(b) = beneficiary {
         let mut acc = get_account(store, b)?;
-        acc.balance = acc
-            .balance
-            .checked_add(slash.to_beneficiary)
-            .ok_or(Error::AmountOverflow)?;
+        acc.credit(slash.to_beneficiary)?;
         set_account(store, b, &acc);
     }
     let supply = total_supply(store)?
