@@ -45,7 +45,8 @@
 //! at most `c` bucket trees (each about `n / 65536` pairs, i.e. a handful of
 //! hashes up to millions of pairs) and at most `16 c` top-tree nodes; the
 //! store ([`State`](crate::state::State)) keeps each bucket's sorted
-//! leaf list and root on disk and the top tree in memory. [`app_hash`]
+//! leaf list and the top tree in memory, and checkpoints the leaf lists on
+//! disk when it closes (see its module docs). [`app_hash`]
 //! is the from-scratch reference of this definition.
 
 use std::sync::OnceLock;
