@@ -131,7 +131,7 @@ fn remove(
             {
                 store.delete(key.as_bytes());
                 let round = g.metadata.as_ref().map_or(0, |m| m.round_id);
-                let marker = crate::gradients::by_round_key(round, &g.miner, id);
+                let marker = crate::gradients::by_round_key(round, g.block_height, id);
                 store.delete(marker.as_bytes());
                 expired(events, kind, cid_text(id));
                 unpin_if_unreferenced(store, id, events)?;

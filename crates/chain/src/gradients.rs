@@ -42,11 +42,14 @@ pub fn gradient_key(cid_bytes: &[u8]) -> Key {
     Key::new(GRADIENT).tail(cid_bytes)
 }
 
-/// The per-round listing marker of a gradient.
-pub fn by_round_key(round_id: u64, miner: &[u8], cid_bytes: &[u8]) -> Key {
+/// The per-round listing marker of a gradient: `round || inclusion height
+/// || CID`, its value the miner's 20 bytes. A block's markers share one
+/// `(round, height)` prefix, so they fill a few fresh pages instead of
+/// dirtying one random page each.
+pub fn by_round_key(round_id: u64, height: u64, cid_bytes: &[u8]) -> Key {
     Key::new(GRADIENT_BY_ROUND)
         .u64(round_id)
-        .tail(miner)
+        .u64(height)
         .tail(cid_bytes)
 }
 
@@ -209,8 +212,8 @@ pub fn submit(
         &cid_bytes,
     )?;
     store.put(
-        by_round_key(meta.round_id, miner.as_bytes(), &cid_bytes).as_bytes(),
-        &[],
+        by_round_key(meta.round_id, ctx.height, &cid_bytes).as_bytes(),
+        miner.as_bytes(),
     );
     emit(
         events,

@@ -57,21 +57,26 @@ pub fn gradient(store: &impl StoreRead, cid: &str) -> Result<Option<StoredGradie
 }
 
 /// Gradients of `round`, optionally only `miner`'s, at most `limit`, in
-/// (miner, CID) order.
+/// (inclusion height, CID) order. With a miner the round's listing is
+/// filtered, so the cost is the round's size.
 pub fn gradients_in_round(
     store: &impl StoreRead,
     round: u64,
     miner: Option<&Address>,
     limit: usize,
 ) -> Result<Vec<StoredGradient>> {
-    let mut prefix = Key::new(GRADIENT_BY_ROUND).u64(round);
-    if let Some(m) = miner {
-        prefix = prefix.tail(m.as_bytes());
-    }
+    let prefix = Key::new(GRADIENT_BY_ROUND).u64(round);
+    let scan = if miner.is_some() { usize::MAX } else { limit };
     let mut out = Vec::new();
-    for (key, _) in store.scan_prefix(prefix.as_bytes(), limit)? {
+    for (key, who) in store.scan_prefix(prefix.as_bytes(), scan)? {
+        if out.len() >= limit {
+            break;
+        }
+        if miner.is_some_and(|m| m.as_bytes() != who.as_slice()) {
+            continue;
+        }
         let cid = key
-            .get(1 + 8 + 20..)
+            .get(1 + 8 + 8..)
             .ok_or_else(|| Error::Store("short round listing key".into()))?;
         if let Some(g) = get_gradient(store, cid)? {
             out.push(g);

@@ -13,7 +13,7 @@
 //! | `0x12` | address | validator marker (empty) |
 //! | `0x20` | CID bytes | `StoredGradient` |
 //! | `0x21` | be64 height, list shard | list of gradient CIDs included at that height (deleted once sampled) |
-//! | `0x22` | be64 round, miner address, CID bytes | per-round listing marker (empty) |
+//! | `0x22` | be64 round, be64 height, CID bytes | per-round listing marker (value: miner address) |
 //! | `0x23` | be64 height, kind byte, list shard | list of record ids expiring at that height |
 //! | `0x24` | CID bytes, kind byte, record id | content reference by a model or trace (empty) |
 //! | `0x28` | be64 round | `Round` |
