@@ -20,16 +20,18 @@ use r3mes_kubo::{KuboClient, SidecarError};
 
 const HELPER_ENV: &str = "R3MES_KUBO_TEST_LAUNCHER_HOME";
 
-/// Three distinct free ports, found while all three are held.
 /// Three free ports below the kernel's ephemeral range (32768 and up), handed
-/// out once each in this process: a port another test gets from `bind(0)`, or
-/// one released by a finished test, can never be given out here again.
+/// out once each in this process (up to 200 of them): a port another test
+/// gets from `bind(0)`, or one released by a finished test, is not given out
+/// here again.
 fn free_ports() -> Ports {
     static NEXT: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
-    let base = 20_000 + (std::process::id() % 1000) as u16 * 10;
+    // Each process (this binary and the helper processes it spawns) takes
+    // its own window of 200 ports, so two processes rarely pick the same one.
+    let base = 20_000 + (std::process::id() % 60) as u16 * 200;
     let next = || loop {
         let offset = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let port = base + offset % 2_700;
+        let port = base + offset % 200;
         if TcpListener::bind(("127.0.0.1", port)).is_ok() {
             return port;
         }
@@ -263,14 +265,20 @@ async fn busy_ports_are_reported_before_starting() {
     for role in ["API", "gateway", "swarm"] {
         // Fresh ports for each case: a port released by the previous case may
         // be taken by a test running in parallel, and would be reported first.
-        let fx = Fixture::new();
-        let sidecar = fx.sidecar();
-        let port = match role {
-            "API" => fx.config.ports.api,
-            "gateway" => fx.config.ports.gateway,
-            _ => fx.config.ports.swarm,
+        // A picked port may also be taken by another process before we hold
+        // it; then the case starts again with fresh ports.
+        let (fx, port, holder) = loop {
+            let fx = Fixture::new();
+            let port = match role {
+                "API" => fx.config.ports.api,
+                "gateway" => fx.config.ports.gateway,
+                _ => fx.config.ports.swarm,
+            };
+            if let Ok(holder) = TcpListener::bind(("127.0.0.1", port)) {
+                break (fx, port, holder);
+            }
         };
-        let holder = TcpListener::bind(("127.0.0.1", port)).unwrap();
+        let sidecar = fx.sidecar();
         let err = sidecar.start_until(&fx.kubo(), never()).await.unwrap_err();
         match &err {
             SidecarError::PortBusy {
