@@ -43,7 +43,7 @@ use cid::Cid;
 use crate::accounts::{Store, StoreRead};
 use crate::crypto::{Address, sha256};
 use crate::exec::{Ctx, Events, cid_from_stored, cid_text, emit, hash_u64, parse_cid};
-use crate::exec::{parse_address, require_validator};
+use crate::exec::{parse_address, require_validator, stored_address, validators};
 use crate::gradients::{get_gradient, included_key};
 use crate::proto::{
     Challenge, ChallengeKind, ChallengeStatus, EvChallengeClosed, EvChallengeIssued,
@@ -52,8 +52,8 @@ use crate::proto::{
 use crate::staking::{slash_account, slash_pin_stake, stored_amount};
 use crate::state::Key;
 use crate::tables::{
-    CHALLENGE, CHALLENGE_BY_TARGET, CHALLENGE_DEADLINE, ExpiryKind, VALIDATOR, get_record,
-    hex_lower, list_items, parse_hex, put_record, schedule_expiry,
+    CHALLENGE, CHALLENGE_BY_TARGET, CHALLENGE_DEADLINE, ExpiryKind, get_record, hex_lower,
+    list_items, parse_hex, put_record, schedule_expiry,
 };
 use crate::{Error, Result};
 
@@ -163,13 +163,6 @@ fn create(
     Ok(id)
 }
 
-fn address_of(bytes: &[u8], what: &str) -> Result<Address> {
-    let arr: [u8; 20] = bytes
-        .try_into()
-        .map_err(|_| Error::Store(format!("{what} is not a 20-byte address")))?;
-    Ok(Address(arr))
-}
-
 /// `MsgIssueChallenge` from validator `challenger`; returns the hex id.
 pub fn issue(
     store: &mut impl Store,
@@ -187,13 +180,13 @@ pub fn issue(
         ChallengeKind::Gradient => {
             let g = get_gradient(store, &cid_bytes)?
                 .ok_or_else(|| Error::NotFound(format!("gradient {cid}")))?;
-            address_of(&g.miner, "gradient miner")?
+            stored_address(&g.miner, "gradient miner")?
         }
         ChallengeKind::Replica => {
             let r: ProofOfReplication =
                 get_record(store, &crate::replicas::replica_key(&cid_bytes))?
                     .ok_or_else(|| Error::NotFound(format!("replica {cid}")))?;
-            address_of(&r.miner_address, "replica miner")?
+            stored_address(&r.miner_address, "replica miner")?
         }
         ChallengeKind::Pin => {
             let pinner = parse_address("target", &msg.target)?;
@@ -258,7 +251,7 @@ fn close_event(c: &Challenge, events: &mut Events) -> Result<()> {
         event::Kind::ChallengeClosed(EvChallengeClosed {
             challenge_id: hex_lower(&c.challenge_id),
             status: c.status,
-            target: address_of(&c.target, "challenge target")?.to_string(),
+            target: stored_address(&c.target, "challenge target")?.to_string(),
         }),
     );
     Ok(())
@@ -343,11 +336,11 @@ fn fail(
     mut c: Challenge,
     events: &mut Events,
 ) -> Result<()> {
-    let target = address_of(&c.target, "challenge target")?;
+    let target = stored_address(&c.target, "challenge target")?;
     let challenger = if c.challenger.is_empty() {
         None
     } else {
-        Some(address_of(&c.challenger, "challenger")?)
+        Some(stored_address(&c.challenger, "challenger")?)
     };
     let amount = if c.kind == ChallengeKind::Pin as i32 {
         let key = crate::pins::pin_key(&c.ipfs_hash, &target);
@@ -411,15 +404,6 @@ pub fn end_block(store: &mut impl Store, ctx: &Ctx<'_>, events: &mut Events) -> 
     sample(store, ctx, events)
 }
 
-/// The validators, sorted by address.
-fn validators(store: &impl StoreRead) -> Result<Vec<Address>> {
-    store
-        .scan_prefix(&[VALIDATOR], usize::MAX)?
-        .into_iter()
-        .map(|(k, _)| address_of(&k[1..], "validator key"))
-        .collect()
-}
-
 /// Whether a gradient with CID bytes `cid` is sampled in a block with hash
 /// `seed` at `rate_ppm`.
 pub fn is_sampled(seed: &[u8; 32], cid: &[u8], rate_ppm: u64) -> bool {
@@ -455,7 +439,7 @@ fn sample(store: &mut impl Store, ctx: &Ctx<'_>, events: &mut Events) -> Result<
         let Some(g) = get_gradient(store, &cid_bytes)? else {
             continue;
         };
-        let target = address_of(&g.miner, "gradient miner")?;
+        let target = stored_address(&g.miner, "gradient miner")?;
         let challenger = if validators.is_empty() {
             None
         } else {

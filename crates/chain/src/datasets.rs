@@ -32,7 +32,9 @@ use crate::proto::{
     MsgDeactivateDataset, MsgProposeDataset, event,
 };
 use crate::state::Key;
-use crate::tables::{DATASET, ROUND_DATASET, SHARD, get_record, put_record, singleton};
+use crate::tables::{
+    DATASET, ROUND_DATASET, SHARD, get_record, put_record, scan_records, singleton,
+};
 use crate::{Error, Result};
 
 /// Most shards one dataset may have.
@@ -262,9 +264,7 @@ pub fn approve(
 /// the larger CID), which rounds fall back to when theirs is deactivated.
 fn latest_approved(store: &impl StoreRead) -> Result<Option<Vec<u8>>> {
     let mut best: Option<(u64, Vec<u8>)> = None;
-    for (_, value) in store.scan_prefix(&[DATASET], usize::MAX)? {
-        let d =
-            Dataset::decode(value.as_slice()).map_err(|e| Error::Store(format!("dataset: {e}")))?;
+    for d in scan_records::<Dataset>(store, &[DATASET], usize::MAX)? {
         if d.status == DatasetStatus::Approved as i32 {
             let candidate = (d.approval_height, d.dataset_hash);
             if best.as_ref().is_none_or(|b| candidate > *b) {

@@ -9,6 +9,7 @@ use crate::crypto::{Address, sha256};
 use crate::genesis::validator_key;
 use crate::params::Params;
 use crate::proto::{Event, event};
+use crate::tables::VALIDATOR;
 use crate::{Error, Result};
 
 /// The block a rule runs in. Everything a rule may depend on besides the
@@ -100,6 +101,24 @@ fn check_cid(cid: &Cid) -> std::result::Result<(), String> {
 /// Parses the address a message names, with the field in the error.
 pub fn parse_address(field: &'static str, text: &str) -> Result<Address> {
     Address::parse(text).map_err(|e| Error::InvalidMessage(format!("{field}: {e}")))
+}
+
+/// A 20-byte address read from a stored record or key; `what` names it in
+/// the error.
+pub fn stored_address(bytes: &[u8], what: &str) -> Result<Address> {
+    let arr: [u8; 20] = bytes
+        .try_into()
+        .map_err(|_| Error::Store(format!("{what} is not a 20-byte address")))?;
+    Ok(Address(arr))
+}
+
+/// The validators, sorted by address.
+pub fn validators(store: &impl StoreRead) -> Result<Vec<Address>> {
+    store
+        .scan_prefix(&[VALIDATOR], usize::MAX)?
+        .into_iter()
+        .map(|(k, _)| stored_address(&k[1..], "validator key"))
+        .collect()
 }
 
 /// Whether `address` is a validator.

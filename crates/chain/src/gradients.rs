@@ -23,7 +23,7 @@ use crate::proto::{
     EvGradientStored, GradientMetadata, MsgSubmitGradient, MsgSubmitGradientResponse,
     StoredGradient, event,
 };
-use crate::rounds::{assigned_shard, current_round, is_open};
+use crate::rounds::{assigned_shard, open_round};
 use crate::state::Key;
 use crate::tables::{
     ExpiryKind, GRADIENT, GRADIENT_BY_ROUND, GRADIENTS_AT_HEIGHT, get_record, list_push,
@@ -170,15 +170,12 @@ pub fn submit(
         return Err(Error::InsufficientWork { required, found });
     }
     require_stake(store, ctx, miner, "miner")?;
-    let round = current_round(store)?;
-    let round = match round {
-        Some(r) if r.round_id == meta.round_id && is_open(&r, ctx.height) => r,
+    let round = match open_round(store, ctx.height)? {
+        Some(r) if r.round_id == meta.round_id => r,
         other => {
             return Err(Error::RoundNotOpen {
                 round: meta.round_id,
-                current: other
-                    .filter(|r| is_open(r, ctx.height))
-                    .map_or(0, |r| r.round_id),
+                current: other.map_or(0, |r| r.round_id),
             });
         }
     };

@@ -12,13 +12,13 @@
 
 use crate::accounts::{Store, StoreRead, get_account, mint, set_account};
 use crate::crypto::Address;
-use crate::exec::{Ctx, Events, emit, parse_cid};
+use crate::exec::{Ctx, Events, emit, parse_cid, stored_address};
 use crate::proto::{
     ChallengeKind, EvPin, MsgClaimPinRewards, MsgRegisterPin, PinningIncentive, event,
 };
 use crate::staking::stored_amount;
 use crate::state::Key;
-use crate::tables::{ExpiryKind, PIN, get_record, put_record, schedule_expiry};
+use crate::tables::{ExpiryKind, PIN, get_record, put_record, scan_records, schedule_expiry};
 use crate::tx::join_amount;
 use crate::{Error, Result};
 
@@ -154,11 +154,7 @@ pub fn expire(
         return Err(Error::Store("pin expiry id shorter than an address".into()));
     };
     let (cid_bytes, pinner) = id.split_at(split);
-    let pinner = Address(
-        pinner
-            .try_into()
-            .map_err(|_| Error::Store("pin expiry id address".into()))?,
-    );
+    let pinner = stored_address(pinner, "pin expiry id address")?;
     let key = pin_key(cid_bytes, &pinner);
     let Some(mut pin) = get_record::<PinningIncentive>(store, &key)? else {
         return Ok(false);
@@ -211,9 +207,7 @@ fn pending_pin_deadline(
 /// Sum of the stakes held in pins (part of the total supply).
 pub fn total_pin_stake(store: &impl StoreRead) -> Result<u128> {
     let mut total: u128 = 0;
-    for (_, v) in store.scan_prefix(&[PIN], usize::MAX)? {
-        let pin = <PinningIncentive as prost::Message>::decode(v.as_slice())
-            .map_err(|e| Error::Store(format!("pin record: {e}")))?;
+    for pin in scan_records::<PinningIncentive>(store, &[PIN], usize::MAX)? {
         total = total
             .checked_add(stored_amount(&pin.stake_amount)?)
             .ok_or(Error::AmountOverflow)?;

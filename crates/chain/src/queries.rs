@@ -17,19 +17,9 @@ use crate::replicas::replica_key;
 use crate::rounds::{assigned_shard, current_round, get_round};
 use crate::state::Key;
 use crate::tables::{
-    DATASET, GRADIENT_BY_ROUND, PIN, SHARD, VALIDATOR, VERIFICATION, get_record, parse_hex,
+    DATASET, GRADIENT_BY_ROUND, PIN, SHARD, VERIFICATION, get_record, parse_hex, scan_records,
 };
 use crate::{Error, Result};
-
-fn decode<M: prost::Message + Default>(bytes: &[u8]) -> Result<M> {
-    M::decode(bytes).map_err(|e| Error::Store(format!("record: {e}")))
-}
-
-fn address_at(bytes: &[u8]) -> Result<Address> {
-    Ok(Address(bytes.try_into().map_err(|_| {
-        Error::Store("address is not 20 bytes".into())
-    })?))
-}
 
 /// An account (balance, stake, unbonding, sequence).
 pub fn account(store: &impl StoreRead, address: &Address) -> Result<Account> {
@@ -43,11 +33,7 @@ pub fn supply(store: &impl StoreRead) -> Result<u128> {
 
 /// The validators, sorted by address.
 pub fn validators(store: &impl StoreRead) -> Result<Vec<Address>> {
-    store
-        .scan_prefix(&[VALIDATOR], usize::MAX)?
-        .into_iter()
-        .map(|(k, _)| address_at(&k[1..]))
-        .collect()
+    crate::exec::validators(store)
 }
 
 /// A stored gradient by CID text.
@@ -155,22 +141,14 @@ pub fn dataset(store: &impl StoreRead, cid: &str) -> Result<Option<Dataset>> {
 
 /// Datasets in CID order, at most `limit`.
 pub fn datasets(store: &impl StoreRead, limit: usize) -> Result<Vec<Dataset>> {
-    store
-        .scan_prefix(&[DATASET], limit)?
-        .into_iter()
-        .map(|(_, v)| decode(&v))
-        .collect()
+    scan_records(store, &[DATASET], limit)
 }
 
 /// The shards of a dataset, at most `limit`.
 pub fn shards(store: &impl StoreRead, dataset_cid: &str, limit: usize) -> Result<Vec<DataShard>> {
     let cid = crate::exec::parse_cid("dataset_hash", dataset_cid)?.to_bytes();
     let prefix = Key::new(SHARD).tail(&cid);
-    store
-        .scan_prefix(prefix.as_bytes(), limit)?
-        .into_iter()
-        .map(|(_, v)| decode(&v))
-        .collect()
+    scan_records(store, prefix.as_bytes(), limit)
 }
 
 /// A replica by replica CID text.
@@ -193,11 +171,7 @@ pub fn pin(
 pub fn pins_of(store: &impl StoreRead, cid: &str, limit: usize) -> Result<Vec<PinningIncentive>> {
     let cid = crate::exec::parse_cid("content_hash", cid)?;
     let prefix = Key::new(PIN).tail(&cid.to_bytes());
-    store
-        .scan_prefix(prefix.as_bytes(), limit)?
-        .into_iter()
-        .map(|(_, v)| decode(&v))
-        .collect()
+    scan_records(store, prefix.as_bytes(), limit)
 }
 
 /// Verification results of a gradient.
@@ -208,11 +182,7 @@ pub fn verifications(
 ) -> Result<Vec<VerificationResult>> {
     let cid = crate::exec::parse_cid("ipfs_hash", cid)?;
     let prefix = Key::new(VERIFICATION).tail(&cid.to_bytes());
-    store
-        .scan_prefix(prefix.as_bytes(), limit)?
-        .into_iter()
-        .map(|(_, v)| decode(&v))
-        .collect()
+    scan_records(store, prefix.as_bytes(), limit)
 }
 
 /// A model version (the latest if `None`).

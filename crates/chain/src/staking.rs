@@ -11,7 +11,6 @@ use crate::accounts::{Store, get_account, set_account, total_supply};
 use crate::crypto::Address;
 use crate::exec::{Ctx, Events, emit, ppm_of};
 use crate::proto::{EvSlashed, EvStake, event};
-use crate::tables::hex_lower;
 use crate::{Error, Result};
 
 /// `MsgStake`: moves `amount` from the balance to the stake.
@@ -207,10 +206,6 @@ pub fn stored_amount(s: &str) -> Result<u128> {
     if s.is_empty() {
         return Ok(0);
     }
-    s.parse::<u128>().map_err(|_| {
-        Error::Store(format!(
-            "stored amount {:?} is not a u128",
-            hex_lower(s.as_bytes())
-        ))
-    })
+    s.parse::<u128>()
+        .map_err(|_| Error::Store(format!("stored amount {s:?} is not a u128")))
 }

@@ -142,14 +142,32 @@ pub fn singleton(table: u8) -> Key {
     Key::new(table)
 }
 
+/// Decodes a stored protobuf record; `what` names it in the error.
+pub fn decode_record<M: Message + Default>(bytes: &[u8], what: &str) -> Result<M> {
+    M::decode(bytes).map_err(|e| Error::Store(format!("{what}: {e}")))
+}
+
 /// Reads and decodes the protobuf record under `key`.
 pub fn get_record<M: Message + Default>(store: &impl StoreRead, key: &Key) -> Result<Option<M>> {
     match store.get(key.as_bytes())? {
         None => Ok(None),
-        Some(bytes) => M::decode(bytes.as_slice())
-            .map(Some)
-            .map_err(|e| Error::Store(format!("record {}: {e}", hex_lower(key.as_bytes())))),
+        Some(bytes) => {
+            decode_record(&bytes, &format!("record {}", hex_lower(key.as_bytes()))).map(Some)
+        }
     }
+}
+
+/// Decodes the first `limit` records under `prefix`, in key order.
+pub fn scan_records<M: Message + Default>(
+    store: &impl StoreRead,
+    prefix: &[u8],
+    limit: usize,
+) -> Result<Vec<M>> {
+    store
+        .scan_prefix(prefix, limit)?
+        .iter()
+        .map(|(key, value)| decode_record(value, &format!("record {}", hex_lower(key))))
+        .collect()
 }
 
 /// Encodes and stages `record` under `key`.

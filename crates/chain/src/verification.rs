@@ -10,7 +10,7 @@
 
 use crate::accounts::Store;
 use crate::crypto::Address;
-use crate::exec::{Ctx, Events, emit, parse_cid, require_validator};
+use crate::exec::{Ctx, Events, emit, parse_cid, require_validator, stored_address};
 use crate::gradients::get_gradient;
 use crate::proto::{EvVerification, MsgSubmitVerification, VerificationResult, event};
 use crate::staking::slash_account;
@@ -59,13 +59,7 @@ pub fn submit(
     let slashed = if msg.passed {
         0
     } else {
-        let miner = Address(
-            gradient
-                .miner
-                .as_slice()
-                .try_into()
-                .map_err(|_| Error::Store("gradient miner is not 20 bytes".into()))?,
-        );
+        let miner = stored_address(&gradient.miner, "gradient miner")?;
         slash_account(
             store,
             ctx,
