@@ -180,11 +180,8 @@ pub fn get_account(store: &impl StoreRead, address: &Address) -> Result<Account>
 }
 
 /// Account as committed in `state` (all zeros if never written).
-pub fn get_committed_account(state: &crate::state::State, address: &Address) -> Result<Account> {
-    match state.get(account_key(address).as_bytes())? {
-        Some(bytes) => Account::decode(&bytes),
-        None => Ok(Account::default()),
-    }
+pub fn get_committed_account(state: &State, address: &Address) -> Result<Account> {
+    get_account(state, address)
 }
 
 /// Stages `account` under `address`.
@@ -192,8 +189,9 @@ pub fn set_account(store: &mut impl Store, address: &Address, account: &Account)
     store.put(account_key(address).as_bytes(), &account.encode());
 }
 
-fn decode_supply(bytes: Option<Vec<u8>>) -> Result<u128> {
-    match bytes {
+/// The total supply as `store` sees it (0 if never written).
+pub fn total_supply(store: &impl StoreRead) -> Result<u128> {
+    match store.get(supply_key().as_bytes())? {
         None => Ok(0),
         Some(b) => {
             let arr: [u8; 16] = b
@@ -205,14 +203,9 @@ fn decode_supply(bytes: Option<Vec<u8>>) -> Result<u128> {
     }
 }
 
-/// The total supply as `store` sees it (0 if never written).
-pub fn total_supply(store: &impl StoreRead) -> Result<u128> {
-    decode_supply(store.get(supply_key().as_bytes())?)
-}
-
 /// The committed total supply of `state`.
-pub fn committed_total_supply(state: &crate::state::State) -> Result<u128> {
-    decode_supply(state.get(supply_key().as_bytes())?)
+pub fn committed_total_supply(state: &State) -> Result<u128> {
+    total_supply(state)
 }
 
 /// Creates `amount` uremes in `address`'s balance and raises the total

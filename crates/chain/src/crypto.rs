@@ -26,6 +26,7 @@ use secp256k1::ecdsa::Signature as EcdsaSignature;
 use secp256k1::{Message, SECP256K1};
 use sha2::{Digest, Sha256};
 
+use crate::tables::hex_lower;
 use crate::{Error, Result};
 
 /// The bech32 human-readable part of r3mes addresses.
@@ -251,16 +252,6 @@ impl FromStr for Address {
     fn from_str(s: &str) -> Result<Self> {
         Address::parse(s)
     }
-}
-
-fn hex_lower(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        out.push(char::from(DIGITS[usize::from(b >> 4)]));
-        out.push(char::from(DIGITS[usize::from(b & 0x0f)]));
-    }
-    out
 }
 
 #[cfg(test)]

@@ -163,10 +163,15 @@ impl Genesis {
     /// Block time of `height`: `genesis_time_ms + height * block_time_ms`,
     /// or `None` if it leaves i64.
     pub fn block_time_ms(&self, height: u64) -> Option<i64> {
-        let offset = u128::from(height).checked_mul(u128::from(self.params.block_time_ms))?;
-        let t = i128::from(self.genesis_time_ms).checked_add(i128::try_from(offset).ok()?)?;
-        i64::try_from(t).ok()
+        block_time_at(self.genesis_time_ms, self.params.block_time_ms, height)
     }
+}
+
+/// `genesis_time_ms + height * block_time_ms`, or `None` if it leaves i64.
+pub fn block_time_at(genesis_time_ms: i64, block_time_ms: u64, height: u64) -> Option<i64> {
+    let offset = u128::from(height).checked_mul(u128::from(block_time_ms))?;
+    let t = i128::from(genesis_time_ms).checked_add(i128::try_from(offset).ok()?)?;
+    i64::try_from(t).ok()
 }
 
 /// The chain's identity as stored in state (key `0x02`, JSON).

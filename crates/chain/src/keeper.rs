@@ -19,7 +19,7 @@ use crate::accounts::{self, StoreRead};
 use crate::apphash::Hash;
 use crate::apply::{TxOutcome, apply_tx, size_limit};
 use crate::exec::{Ctx, Events};
-use crate::genesis::{ChainInfo, Genesis, apply_genesis};
+use crate::genesis::{ChainInfo, Genesis, apply_genesis, block_time_at};
 use crate::params::Params;
 use crate::state::{BlockWriter, State};
 use crate::tables::{CHAIN_INFO, PARAMS, singleton};
@@ -93,10 +93,7 @@ impl Keeper {
 
     /// Block time of `height`, ms.
     pub fn block_time_ms(&self, height: u64) -> Result<i64> {
-        let offset = u128::from(height) * u128::from(self.params.block_time_ms);
-        i64::try_from(offset)
-            .ok()
-            .and_then(|o| self.info.genesis_time_ms.checked_add(o))
+        block_time_at(self.info.genesis_time_ms, self.params.block_time_ms, height)
             .ok_or_else(|| Error::Store(format!("block time of height {height} overflows")))
     }
 
