@@ -19,23 +19,10 @@ use std::time::Duration;
 
 use criterion::{BatchSize, BenchmarkId, Criterion, criterion_group, criterion_main};
 use r3mes_chain::state::State;
-use sha2::{Digest, Sha256};
 
-/// A 40-byte record key: a table byte, the record id (big-endian) and 31
-/// bytes of a hash of the id.
-fn key(id: u64) -> Vec<u8> {
-    let mut k = Vec::with_capacity(40);
-    k.push(0x10);
-    k.extend_from_slice(&id.to_be_bytes());
-    k.extend_from_slice(&Sha256::digest(id.to_le_bytes())[..31]);
-    k
-}
-
-/// A 250-byte record value derived from the id.
-fn value(id: u64) -> Vec<u8> {
-    let seed = Sha256::digest(id.to_be_bytes());
-    (0..250u8).map(|i| seed[usize::from(i % 32)] ^ i).collect()
-}
+#[path = "../examples/common/records.rs"]
+mod records;
+use records::{key, put_records};
 
 /// Fills `state` with `n` records in blocks of 10,000.
 fn fill(state: &State, n: u64) {
@@ -44,9 +31,7 @@ fn fill(state: &State, n: u64) {
         let height = state.height().expect("height") + 1;
         let mut b = state.begin_block(height).expect("begin");
         let end = (next + 10_000).min(n);
-        for id in next..end {
-            b.put(&key(id), &value(id));
-        }
+        put_records(&mut b, next..end);
         b.commit().expect("commit");
         next = end;
     }
@@ -76,9 +61,7 @@ fn commit_block(c: &mut Criterion) {
                     }
                     let height = state.height().expect("height") + 1;
                     let mut b = state.begin_block(height).expect("begin");
-                    for id in first..first + 1000 {
-                        b.put(&key(id), &value(id));
-                    }
+                    put_records(&mut b, first..first + 1000);
                     next_id.set(first + 1000);
                     b
                 },

@@ -9,7 +9,9 @@ use std::os::unix::fs::MetadataExt;
 use std::time::{Duration, Instant};
 
 use r3mes_chain::state::State;
-use sha2::{Digest, Sha256};
+
+#[path = "common/records.rs"]
+mod records;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let n: u64 = match std::env::args().nth(1) {
@@ -26,15 +28,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     while id < n {
         let mut b = state.begin_block(state.height()? + 1)?;
         let end = (id + 1000).min(n);
-        for i in id..end {
-            // Key: table byte, id, 31 bytes of a hash of the id (40 bytes).
-            let mut key = vec![0x10];
-            key.extend_from_slice(&i.to_be_bytes());
-            key.extend_from_slice(&Sha256::digest(i.to_le_bytes())[..31]);
-            let seed = Sha256::digest(i.to_be_bytes());
-            let value: Vec<u8> = (0..250u8).map(|j| seed[usize::from(j % 32)] ^ j).collect();
-            b.put(&key, &value);
-        }
+        records::put_records(&mut b, id..end);
         let start = Instant::now();
         b.commit()?;
         let took = start.elapsed();

@@ -8,7 +8,9 @@
 use std::time::Instant;
 
 use r3mes_chain::state::State;
-use sha2::{Digest, Sha256};
+
+#[path = "common/records.rs"]
+mod records;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
@@ -34,14 +36,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         while id < n {
             let mut b = state.begin_block(state.height()? + 1)?;
             let end = (id + 10_000).min(n);
-            for i in id..end {
-                let mut key = vec![0x10];
-                key.extend_from_slice(&i.to_be_bytes());
-                key.extend_from_slice(&Sha256::digest(i.to_le_bytes())[..31]);
-                let seed = Sha256::digest(i.to_be_bytes());
-                let value: Vec<u8> = (0..250u8).map(|j| seed[usize::from(j % 32)] ^ j).collect();
-                b.put(&key, &value);
-            }
+            records::put_records(&mut b, id..end);
             b.commit()?;
             id = end;
         }
