@@ -8,7 +8,7 @@ use crate::accounts::StoreRead;
 use crate::crypto::{Address, sha256};
 use crate::genesis::validator_key;
 use crate::params::Params;
-use crate::proto::{Event, event};
+use crate::proto::{Event, Round, event};
 use crate::tables::VALIDATOR;
 use crate::{Error, Result};
 
@@ -26,6 +26,10 @@ pub struct Ctx<'a> {
     pub time_ms: i64,
     /// The block's hash: the seed of sampling and challenge draws.
     pub block_hash: [u8; 32],
+    /// The round open for submissions in this block, read once when the
+    /// block begins (rounds change only in end-of-block work, after every
+    /// transaction of the block).
+    pub open_round: Option<&'a Round>,
 }
 
 /// Events emitted by one transaction or one end-of-block step.
