@@ -204,6 +204,38 @@ mod tests {
         assert_eq!(encode(&all).unwrap(), v);
     }
 
+    proptest::proptest! {
+        #[test]
+        fn any_items_round_trip(
+            entries in proptest::collection::vec(
+                (proptest::collection::vec(proptest::num::u8::ANY, 0..255),
+                 proptest::collection::vec(proptest::num::u8::ANY, 0..600)),
+                0..20,
+            )
+        ) {
+            let mut v = Vec::new();
+            for (id, body) in &entries {
+                push(&mut v, id, body).unwrap();
+            }
+            let got = items(&v).unwrap();
+            proptest::prop_assert_eq!(got.len(), entries.len());
+            for (item, (id, body)) in got.iter().zip(&entries) {
+                proptest::prop_assert_eq!(item.id, id.as_slice());
+                proptest::prop_assert_eq!(item.body, body.as_slice());
+            }
+            proptest::prop_assert_eq!(encode(&got).unwrap(), v);
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..400)) {
+            let _ = items(&bytes);
+            let _ = find(&bytes, b"x");
+            let mut index = BatchIndex::default();
+            index.apply(BatchChange::plan(b"k", Some(&bytes), Some(&bytes)));
+            index.insert_all(b"k", &bytes);
+        }
+    }
+
     #[test]
     fn truncated_values_are_errors() {
         let mut v = Vec::new();

@@ -2,7 +2,9 @@
 //! `PerformGarbageCollection`).
 //!
 //! Every record with a retention period is queued at creation under
-//! `(expiry height, kind)` ([`crate::tables::schedule_expiry`]). The
+//! `(expiry height, kind)` ([`crate::tables::schedule_expiry`]); gradients
+//! are queued once per batch ([`crate::gradients`]) and a batch counts as
+//! many records as it holds. The
 //! end-of-block work of height `h` walks the queue in key order from the
 //! oldest height up to `h` and removes at most `max_gc_per_block` records;
 //! a partly processed list is written back with the rest, which the next

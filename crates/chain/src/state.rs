@@ -94,7 +94,11 @@ pub struct Key(Vec<u8>);
 impl Key {
     /// Starts a key in the table with prefix byte `table`.
     pub fn new(table: u8) -> Self {
-        Key(vec![table])
+        // Room for the longest usual key (table, CID, address, ids) so
+        // building it allocates once.
+        let mut bytes = Vec::with_capacity(64);
+        bytes.push(table);
+        Key(bytes)
     }
 
     /// Appends one byte.
