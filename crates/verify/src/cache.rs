@@ -21,6 +21,8 @@ pub const DEFAULT_TTL: Duration = Duration::from_secs(3600);
 pub const DEFAULT_MAX_BYTES: u64 = 256 << 20;
 /// Most parsed headers kept.
 const MAX_HEADERS: u64 = 4096;
+/// Longest TTL honoured (moka refuses more than 1000 years).
+const MAX_TTL: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
 /// Cache configuration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -133,16 +135,17 @@ impl Default for VerifyCache {
 }
 
 impl VerifyCache {
-    /// An empty cache.
+    /// An empty cache (a TTL over 100 years counts as 100 years).
     pub fn new(config: CacheConfig) -> Self {
+        let ttl = config.ttl.min(MAX_TTL);
         let blocks = Cache::builder()
             .max_capacity(config.max_bytes)
             .weigher(|_: &Cid, block: &Bytes| u32::try_from(block.len()).unwrap_or(u32::MAX))
-            .time_to_live(config.ttl)
+            .time_to_live(ttl)
             .build();
         let headers = Cache::builder()
             .max_capacity(MAX_HEADERS)
-            .time_to_live(config.ttl)
+            .time_to_live(ttl)
             .build();
         Self {
             blocks,
@@ -263,5 +266,11 @@ mod tests {
         assert!(cache.block(&a).is_some());
         std::thread::sleep(Duration::from_millis(120));
         assert!(cache.block(&a).is_none());
+        let forever = VerifyCache::new(CacheConfig {
+            ttl: Duration::MAX,
+            ..CacheConfig::default()
+        });
+        forever.put_block(a, Arc::from(&b"abc"[..]));
+        assert!(forever.block(&a).is_some());
     }
 }
