@@ -238,7 +238,7 @@ fn read_values(
             let prefix = read_range(fetcher, cid, 0, HEADER_PROBE.min(file_size))?;
             let format = match r3mes_tensor::detect(&prefix) {
                 Ok(format) => format,
-                Err(e) => return Ok(unreadable(None, Method::RangeRead, file_size, 0, e)),
+                Err(e) => return Ok(unreadable(None, file_size, e)),
             };
             if !format.is_range_readable() {
                 return full_download(fetcher, cid, entry, config, format, file_size);
@@ -249,7 +249,7 @@ fn read_values(
                     cache.put_header(*cid, index.clone());
                     index
                 }
-                Err(e) => return Ok(unreadable(Some(format), Method::RangeRead, file_size, 0, e)),
+                Err(e) => return Ok(unreadable(Some(format), file_size, e)),
             }
         }
     };
@@ -348,18 +348,13 @@ fn full_download(
     })
 }
 
-fn unreadable(
-    format: Option<Format>,
-    method: Method,
-    file_size: u64,
-    header_len: u64,
-    error: r3mes_tensor::Error,
-) -> Read {
+/// A gradient whose first bytes or header the tensor crate refuses.
+fn unreadable(format: Option<Format>, file_size: u64, error: r3mes_tensor::Error) -> Read {
     Read {
         format,
-        method,
+        method: Method::RangeRead,
         file_size,
-        header_len,
+        header_len: 0,
         values: Err(format!("unreadable gradient: {error}")),
     }
 }
