@@ -4,8 +4,10 @@
 mod bench;
 mod bench_chain;
 mod bench_gradient;
+mod bench_verify;
 mod gradient;
 mod ipfs;
+mod verify;
 
 use clap::{Parser, Subcommand};
 
@@ -28,6 +30,11 @@ enum Command {
     /// Measure performance figures (the README's table).
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Verify a gradient against a secret vault entry by range reads (tolerant verification).
+    Verify(verify::VerifyArgs),
+    /// A validator's secret vault: make entries, list them.
+    #[command(subcommand)]
+    Vault(verify::VaultCommand),
 }
 
 fn main() -> std::process::ExitCode {
@@ -43,6 +50,8 @@ fn main() -> std::process::ExitCode {
         Command::Ipfs(cmd) => ipfs::run(cmd),
         Command::Bench(cmd) => bench::run_bench(cmd),
         Command::Gradient(cmd) => gradient::run(cmd),
+        Command::Verify(args) => verify::run_verify(args),
+        Command::Vault(cmd) => verify::run_vault(cmd),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
