@@ -20,8 +20,10 @@
 //! back to the committed sequence (see [`crate::signer`]), its unrecorded
 //! work is forgotten and done again at this block.
 //!
-//! Verification covers the blocks since the last call (at most
-//! `max_catch_up_blocks` of them), so a skipped call loses nothing recent.
+//! Verification covers the blocks since the last call, at most
+//! `max_catch_up_blocks` of them (the first call: that many blocks back, so
+//! a restarted node verifies what it missed; results already on chain are
+//! not sent twice).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -185,8 +187,9 @@ impl Duties {
         self.verifier.as_ref().map(|v| v.key.public_key().address())
     }
 
-    /// Runs every configured duty after block `height` was committed by
-    /// `keeper` and returns the transactions to submit. A duty that fails
+    /// Runs every configured duty after block `height` (the keeper's
+    /// committed height) and returns the transactions to submit, signed for
+    /// inclusion from block `height + 1` on. A duty that fails
     /// as a whole is reported in [`DutyReport::errors`]; the other still runs.
     pub async fn after_block(&mut self, keeper: &Keeper, height: u64) -> DutyReport {
         let mut report = DutyReport {
@@ -294,13 +297,15 @@ impl Duties {
         };
         let me = config.key.public_key().address();
         let oldest = height.saturating_sub(self.max_catch_up_blocks - 1);
-        let from = self.next_scan.unwrap_or(height).max(oldest);
-        self.next_scan = Some(height.saturating_add(1));
+        let from = self.next_scan.unwrap_or(oldest).max(oldest);
         let candidates: Vec<_> =
             verification::candidates(keeper.state(), &me, &config.vault, from..=height)?
                 .into_iter()
                 .filter(|c| !self.verified.contains_key(&c.gradient))
                 .collect();
+        // Heights whose candidates could be read are done; a gradient the
+        // verifier cannot read now is the availability challenge's business.
+        self.next_scan = Some(height.saturating_add(1));
         let done = verification::verify_candidates(candidates, &me, &config.verifier).await;
         let signer = signer_of(&mut self.signers, &me)?;
         for v in &done.verified {
