@@ -267,3 +267,21 @@ async fn library_functions_answer_from_blocks_and_refuse_oversized_answers() {
     results[0].as_ref().expect("accepted");
     assert_eq!(status(&chain, &id), ChallengeStatus::Resolved as i32);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_local_block_is_a_store_error_not_an_answer() {
+    let mut chain = Chain::new(2, params(1_000_000));
+    let blocks = r3mes_ipfs::MemoryBlockStore::new();
+    let repo = r3mes_ipfs::Repo::with_store(blocks.clone());
+    let store: std::sync::Arc<dyn r3mes_ipfs::ContentStore> =
+        std::sync::Arc::new(r3mes_ipfs::EmbeddedStore::new(repo));
+    let (cid, id) = submitted_and_challenged(&mut chain, &store).await;
+    // Bit rot in the root block: every draw's path starts there.
+    blocks.corrupt(&cid, b"not the root any more".to_vec());
+    let mut duties = responder(&store);
+    let report = duties.after_block(&chain.keeper, 4).await;
+    assert!(report.txs.is_empty());
+    assert_eq!(report.answers.unanswered[0].0, id);
+    let why = &report.answers.unanswered[0].1;
+    assert!(matches!(why, Unanswered::Store { .. }), "{why:?}");
+}
