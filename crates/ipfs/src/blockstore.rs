@@ -63,6 +63,59 @@ pub trait BlockStore: Send + Sync {
 }
 
 // ---------------------------------------------------------------------------
+// Read-only sources
+
+/// Somewhere blocks can be read from but not written to (a cache in front
+/// of a remote store, a content store reached through an async runtime).
+/// Every `BlockSource` is a [`BlockStore`] whose writes fail with
+/// [`Error::InvalidArgument`] and which holds no pins, so proof builders
+/// and range readers can read through it.
+pub trait BlockSource: Send + Sync {
+    /// The raw bytes of `cid`, `None` if the source does not have it.
+    fn fetch(&self, cid: &Cid) -> Result<Option<Vec<u8>>>;
+    /// What the source is, for the error a write gets.
+    fn name(&self) -> &'static str;
+}
+
+fn read_only(source: &impl BlockSource) -> Error {
+    Error::InvalidArgument(format!("{} is read-only", source.name()))
+}
+
+impl<S: BlockSource> BlockStore for S {
+    fn get_unverified(&self, cid: &Cid) -> Result<Option<Vec<u8>>> {
+        self.fetch(cid)
+    }
+
+    fn block_size(&self, cid: &Cid) -> Result<Option<u64>> {
+        Ok(self.fetch(cid)?.map(|b| b.len() as u64))
+    }
+
+    fn batch(&self) -> Result<Box<dyn BlockBatch + '_>> {
+        Err(read_only(self))
+    }
+
+    fn delete(&self, _keys: &[Vec<u8>]) -> Result<u64> {
+        Err(read_only(self))
+    }
+
+    fn keys(&self) -> Result<Vec<(Vec<u8>, u64)>> {
+        Err(read_only(self))
+    }
+
+    fn pins(&self) -> Result<Vec<PinInfo>> {
+        Ok(Vec::new())
+    }
+
+    fn put_pin(&self, _pin: &PinInfo) -> Result<()> {
+        Err(read_only(self))
+    }
+
+    fn remove_pin(&self, _cid: &Cid) -> Result<bool> {
+        Err(read_only(self))
+    }
+}
+
+// ---------------------------------------------------------------------------
 // In memory
 
 #[derive(Default)]

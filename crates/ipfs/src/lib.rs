@@ -26,7 +26,7 @@ pub mod repo;
 pub mod unixfs;
 mod wire;
 
-pub use blockstore::{BlockBatch, BlockStore, MemoryBlockStore};
+pub use blockstore::{BlockBatch, BlockSource, BlockStore, MemoryBlockStore};
 pub use cid::Cid;
 pub use content::{
     AddOptions, AddSource, Added, ContentStore, GcReport, NodeIdentity, PinInfo, PinMode, ReadStats,

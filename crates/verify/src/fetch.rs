@@ -13,8 +13,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use r3mes_ipfs::blockstore::{BlockBatch, BlockStore};
-use r3mes_ipfs::{Cid, ContentStore, PinInfo, cids};
+use r3mes_ipfs::blockstore::BlockSource;
+use r3mes_ipfs::{Cid, ContentStore, cids};
 
 use crate::cache::VerifyCache;
 
@@ -68,40 +68,12 @@ impl Fetcher {
     }
 }
 
-fn read_only() -> r3mes_ipfs::Error {
-    r3mes_ipfs::Error::InvalidArgument("the verification block source is read-only".into())
-}
-
-impl BlockStore for Fetcher {
-    fn get_unverified(&self, cid: &Cid) -> r3mes_ipfs::Result<Option<Vec<u8>>> {
-        self.fetch(cid)
+impl BlockSource for Fetcher {
+    fn fetch(&self, cid: &Cid) -> r3mes_ipfs::Result<Option<Vec<u8>>> {
+        Fetcher::fetch(self, cid)
     }
 
-    fn block_size(&self, cid: &Cid) -> r3mes_ipfs::Result<Option<u64>> {
-        Ok(self.fetch(cid)?.map(|b| b.len() as u64))
-    }
-
-    fn batch(&self) -> r3mes_ipfs::Result<Box<dyn BlockBatch + '_>> {
-        Err(read_only())
-    }
-
-    fn delete(&self, _keys: &[Vec<u8>]) -> r3mes_ipfs::Result<u64> {
-        Err(read_only())
-    }
-
-    fn keys(&self) -> r3mes_ipfs::Result<Vec<(Vec<u8>, u64)>> {
-        Err(read_only())
-    }
-
-    fn pins(&self) -> r3mes_ipfs::Result<Vec<PinInfo>> {
-        Ok(Vec::new())
-    }
-
-    fn put_pin(&self, _pin: &PinInfo) -> r3mes_ipfs::Result<()> {
-        Err(read_only())
-    }
-
-    fn remove_pin(&self, _cid: &Cid) -> r3mes_ipfs::Result<bool> {
-        Err(read_only())
+    fn name(&self) -> &'static str {
+        "the verification block source"
     }
 }

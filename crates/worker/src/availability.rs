@@ -28,9 +28,9 @@ use r3mes_chain::accounts::StoreRead;
 use r3mes_chain::proto::{Challenge, MsgRespondChallenge, Tx, TxBody, tx_body};
 use r3mes_chain::tables::hex_lower;
 use r3mes_chain::{Address, Keeper, queries};
-use r3mes_ipfs::blockstore::{BlockBatch, BlockStore};
+use r3mes_ipfs::blockstore::{BlockSource, BlockStore};
 use r3mes_ipfs::proof::{ProofError, ProofLimits, build_proof, verify_proof};
-use r3mes_ipfs::{Cid, ContentStore, PinInfo, cids};
+use r3mes_ipfs::{Cid, ContentStore, cids};
 
 use crate::{Error, Result};
 
@@ -306,40 +306,12 @@ impl ContentBlocks {
     }
 }
 
-fn read_only() -> r3mes_ipfs::Error {
-    r3mes_ipfs::Error::InvalidArgument("the responder's block source is read-only".into())
-}
-
-impl BlockStore for ContentBlocks {
-    fn get_unverified(&self, cid: &Cid) -> r3mes_ipfs::Result<Option<Vec<u8>>> {
-        self.fetch(cid)
+impl BlockSource for ContentBlocks {
+    fn fetch(&self, cid: &Cid) -> r3mes_ipfs::Result<Option<Vec<u8>>> {
+        ContentBlocks::fetch(self, cid)
     }
 
-    fn block_size(&self, cid: &Cid) -> r3mes_ipfs::Result<Option<u64>> {
-        Ok(self.fetch(cid)?.map(|b| b.len() as u64))
-    }
-
-    fn batch(&self) -> r3mes_ipfs::Result<Box<dyn BlockBatch + '_>> {
-        Err(read_only())
-    }
-
-    fn delete(&self, _keys: &[Vec<u8>]) -> r3mes_ipfs::Result<u64> {
-        Err(read_only())
-    }
-
-    fn keys(&self) -> r3mes_ipfs::Result<Vec<(Vec<u8>, u64)>> {
-        Err(read_only())
-    }
-
-    fn pins(&self) -> r3mes_ipfs::Result<Vec<PinInfo>> {
-        Ok(Vec::new())
-    }
-
-    fn put_pin(&self, _pin: &PinInfo) -> r3mes_ipfs::Result<()> {
-        Err(read_only())
-    }
-
-    fn remove_pin(&self, _cid: &Cid) -> r3mes_ipfs::Result<bool> {
-        Err(read_only())
+    fn name(&self) -> &'static str {
+        "the responder's block source"
     }
 }
