@@ -1,0 +1,382 @@
+//! A node end to end over gRPC: a signed gradient submission answered with
+//! `{ipfs_hash, block_height}` after commit, read back, seen on the event
+//! stream; other messages through `BroadcastTx`; health, reflection and
+//! metrics; the state found again after a restart; GC unpinning content.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{BLOCK_MS, TestNode, content, init_home, test_params};
+use r3mes_chain::proto::{MsgSend, event, tx_body};
+use r3mes_ipfs::PinMode;
+use r3mes_node::proto::{
+    AccountRequest, BroadcastTxRequest, CidRequest, GradientsByMinerRequest,
+    GradientsByRoundRequest, SubscribeEventsRequest,
+};
+use tokio_stream::StreamExt;
+
+#[tokio::test]
+async fn a_signed_gradient_is_stored_acknowledged_after_commit_and_announced() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = init_home(dir.path(), test_params(100_000));
+    let mut node = TestNode::start(&home).await;
+    let key = node.key("dev1");
+    let miner = key.public_key().address();
+
+    let mut stream = node
+        .query
+        .subscribe_events(SubscribeEventsRequest {
+            types: vec!["gradient_stored".into()],
+            address: miner.to_string(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+
+    let cid = node.add_content(content(1, 300_000)).await;
+    let msg = node.gradient_msg(&key, &cid).await;
+    let tx = node.sign(&key, tx_body::Msg::SubmitGradient(msg), 0).await;
+    let answer = node.submit_gradient(&tx).await.unwrap();
+    assert_eq!(answer.ipfs_hash, cid.to_string());
+    assert!(answer.block_height >= 2);
+    assert_eq!(answer.tx_hash.len(), 64);
+
+    // Acknowledged only after commit: the block is already visible.
+    let status = node.status().await;
+    assert!(status.height >= answer.block_height);
+    let stored = node
+        .query
+        .gradient(CidRequest {
+            cid: cid.to_string(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .gradient
+        .unwrap();
+    assert_eq!(stored.ipfs_hash, cid.to_bytes());
+    assert_eq!(stored.miner, miner.as_bytes().to_vec());
+    assert_eq!(stored.block_height, answer.block_height);
+    assert_eq!(node.sequence(&miner).await, 1);
+
+    let round = stored.metadata.as_ref().unwrap().round_id;
+    let by_round = node
+        .query
+        .gradients_by_round(GradientsByRoundRequest {
+            round_id: round,
+            miner: miner.to_string(),
+            limit: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .gradients;
+    assert_eq!(by_round, vec![stored.clone()]);
+    let by_miner = node
+        .query
+        .gradients_by_miner(GradientsByMinerRequest {
+            miner: miner.to_string(),
+            max_rounds: 0,
+            limit: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .gradients;
+    assert_eq!(by_miner, vec![stored]);
+
+    let seen = tokio::time::timeout(Duration::from_secs(5), stream.next())
+        .await
+        .expect("event in time")
+        .expect("stream open")
+        .expect("event");
+    assert_eq!(seen.r#type, "gradient_stored");
+    assert_eq!(seen.height, answer.block_height);
+    assert_eq!(seen.tx_hash, answer.tx_hash);
+    match seen.event.and_then(|e| e.kind) {
+        Some(event::Kind::GradientStored(g)) => {
+            assert_eq!(g.ipfs_hash, cid.to_string());
+            assert_eq!(g.miner, miner.to_string());
+        }
+        other => panic!("unexpected event {other:?}"),
+    }
+    node.handle.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn broadcast_tx_applies_any_message_and_reports_keeper_failures() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = init_home(dir.path(), test_params(100_000));
+    let mut node = TestNode::start(&home).await;
+    let alice = node.key("dev1");
+    let bob = node.key("dev2").public_key().address();
+    let before: u128 = node
+        .query
+        .account(AccountRequest {
+            address: bob.to_string(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .balance
+        .parse()
+        .unwrap();
+
+    let send = |amount_low| {
+        tx_body::Msg::Send(MsgSend {
+            from: alice.public_key().address().to_string(),
+            to: bob.to_string(),
+            amount_low,
+            amount_high: 0,
+        })
+    };
+    // Two transactions of one account in flight at once: the mempool keeps
+    // them in sequence order.
+    let first = node.sign(&alice, send(5), 0).await;
+    let second = node.sign(&alice, send(7), 1).await;
+    let mut c1 = node.msg.clone();
+    let mut c2 = node.msg.clone();
+    let r1 = tokio::spawn(async move {
+        c1.broadcast_tx(BroadcastTxRequest {
+            tx_bytes: first.encode(),
+        })
+        .await
+    });
+    // The second waits until the first is admitted (waiting or already
+    // committed), else its sequence would skip ahead.
+    let alice_address = alice.public_key().address();
+    for _ in 0..200 {
+        if node.status().await.mempool_size > 0 || node.sequence(&alice_address).await > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let r2 = c2
+        .broadcast_tx(BroadcastTxRequest {
+            tx_bytes: second.encode(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let r1 = r1.await.unwrap().unwrap().into_inner();
+    for r in [&r1, &r2] {
+        assert_eq!(r.code, 0, "{}", r.log);
+        assert!(matches!(r.events[0].kind, Some(event::Kind::Transfer(_))));
+    }
+    assert!(r2.height >= r1.height);
+    let after: u128 = node
+        .query
+        .account(AccountRequest {
+            address: bob.to_string(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .balance
+        .parse()
+        .unwrap();
+    assert_eq!(after, before + 12);
+
+    // A transfer beyond the balance passes admission's stateless checks
+    // but not the keeper: refused before it waits for a block.
+    let too_much = node.sign(&alice, send(u64::MAX), 2).await;
+    let err = node
+        .msg
+        .broadcast_tx(BroadcastTxRequest {
+            tx_bytes: too_much.encode(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
+    assert!(err.message().contains("insufficient funds"), "{err:?}");
+    assert_eq!(node.sequence(&alice.public_key().address()).await, 2);
+    node.handle.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn health_reflection_and_metrics_are_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = init_home(dir.path(), test_params(100_000));
+    let node = TestNode::start(&home).await;
+    let url = format!("http://{}", node.handle.grpc_addr());
+
+    let channel = tonic::transport::Channel::from_shared(url)
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
+    for service in ["r3mes.node.v1.Msg", "r3mes.node.v1.Query"] {
+        let r = health
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            r.status,
+            tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+        );
+    }
+
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+    let mut reflection = ServerReflectionClient::new(channel);
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut responses = reflection
+        .server_reflection_info(tokio_stream::iter([request]))
+        .await
+        .unwrap()
+        .into_inner();
+    let listed = responses.next().await.unwrap().unwrap();
+    let Some(MessageResponse::ListServicesResponse(list)) = listed.message_response else {
+        panic!("unexpected reflection answer");
+    };
+    let names: Vec<_> = list.service.into_iter().map(|s| s.name).collect();
+    assert!(
+        names.contains(&"r3mes.node.v1.Msg".to_string()),
+        "{names:?}"
+    );
+    assert!(
+        names.contains(&"r3mes.node.v1.Query".to_string()),
+        "{names:?}"
+    );
+
+    tokio::time::sleep(Duration::from_millis(3 * BLOCK_MS)).await;
+    let body = http_get(node.handle.metrics_addr(), "/metrics").await;
+    assert!(body.starts_with("HTTP/1.1 200"), "{body}");
+    for name in [
+        "r3mes_height ",
+        "r3mes_mempool_size 0",
+        "r3mes_tx_per_second ",
+        "r3mes_txs_total ",
+        "r3mes_blocks_total ",
+        "r3mes_challenges_total{status=\"issued\"} ",
+    ] {
+        assert!(body.contains(name), "{name} missing in {body}");
+    }
+    let height: u64 = body
+        .lines()
+        .find_map(|l| l.strip_prefix("r3mes_height "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(height >= 2, "{body}");
+    node.handle.shutdown().await.unwrap();
+}
+
+/// A plain HTTP/1.1 GET; returns the whole response.
+async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .expect("write");
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.expect("read");
+    out
+}
+
+#[tokio::test]
+async fn a_restarted_node_finds_its_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = init_home(dir.path(), test_params(100_000));
+    let mut node = TestNode::start(&home).await;
+    let key = node.key("dev1");
+    let miner = key.public_key().address();
+    let cid = node.add_content(content(2, 10_000)).await;
+    let msg = node.gradient_msg(&key, &cid).await;
+    let tx = node.sign(&key, tx_body::Msg::SubmitGradient(msg), 0).await;
+    let answer = node.submit_gradient(&tx).await.unwrap();
+    node.handle.shutdown().await.unwrap();
+
+    // Closed cleanly: the state opens again, at or past the gradient's
+    // block, with an app hash that matches its records.
+    let keeper = r3mes_node::node::open_keeper(&home).unwrap();
+    let height = keeper.height().unwrap();
+    let app_hash = keeper.app_hash().unwrap();
+    assert!(height >= answer.block_height);
+    assert_eq!(keeper.state().recompute_app_hash().unwrap(), app_hash);
+    drop(keeper);
+
+    let mut node = TestNode::start(&home).await;
+    let status = node.status().await;
+    assert!(status.height >= height);
+    let stored = node
+        .query
+        .gradient(CidRequest {
+            cid: cid.to_string(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .gradient
+        .unwrap();
+    assert_eq!(stored.block_height, answer.block_height);
+    assert_eq!(node.sequence(&miner).await, 1);
+    // The sequence carried over: the same transaction is a replay, the
+    // next one is accepted.
+    let replay = node.submit_gradient(&tx).await.unwrap_err();
+    assert_eq!(replay.code(), tonic::Code::AlreadyExists, "{replay:?}");
+    let cid2 = node.add_content(content(3, 10_000)).await;
+    let msg = node.gradient_msg(&key, &cid2).await;
+    let tx = node.sign(&key, tx_body::Msg::SubmitGradient(msg), 1).await;
+    let again = node.submit_gradient(&tx).await.unwrap();
+    assert!(again.block_height > answer.block_height);
+    node.handle.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn expired_gradients_are_unpinned_from_the_content_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = init_home(dir.path(), test_params(5));
+    let mut node = TestNode::start(&home).await;
+    let key = node.key("dev1");
+    let mut unpins = node
+        .query
+        .subscribe_events(SubscribeEventsRequest {
+            types: vec!["unpin".into()],
+            address: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let cid = node.add_content(content(4, 50_000)).await;
+    let store = node.handle.content_store();
+    let pinned = |pins: Vec<r3mes_ipfs::PinInfo>| {
+        pins.iter()
+            .any(|p| p.cid == cid && p.mode == PinMode::Recursive)
+    };
+    assert!(pinned(store.pin_ls().await.unwrap()));
+    let msg = node.gradient_msg(&key, &cid).await;
+    let tx = node.sign(&key, tx_body::Msg::SubmitGradient(msg), 0).await;
+    node.submit_gradient(&tx).await.unwrap();
+
+    let unpin = tokio::time::timeout(Duration::from_secs(10), unpins.next())
+        .await
+        .expect("unpin event in time")
+        .unwrap()
+        .unwrap();
+    match unpin.event.and_then(|e| e.kind) {
+        Some(event::Kind::Unpin(u)) => assert_eq!(u.cid, cid.to_string()),
+        other => panic!("unexpected event {other:?}"),
+    }
+    // The producer unpins right after publishing.
+    let mut gone = false;
+    for _ in 0..50 {
+        if !pinned(store.pin_ls().await.unwrap()) {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(gone, "the expired gradient is still pinned");
+    node.handle.shutdown().await.unwrap();
+}
