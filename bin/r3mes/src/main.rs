@@ -6,6 +6,8 @@ mod bench_chain;
 mod bench_gradient;
 mod gradient;
 mod ipfs;
+mod keys_cmd;
+mod node_cmd;
 
 use clap::{Parser, Subcommand};
 
@@ -28,6 +30,12 @@ enum Command {
     /// Measure performance figures (the README's table).
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// The chain node: init a home, start the daemon.
+    #[command(subcommand)]
+    Node(node_cmd::NodeCommand),
+    /// The keyring of the node home: add, list, show, export keys.
+    #[command(subcommand)]
+    Keys(keys_cmd::KeysCommand),
 }
 
 fn main() -> std::process::ExitCode {
@@ -43,6 +51,8 @@ fn main() -> std::process::ExitCode {
         Command::Ipfs(cmd) => ipfs::run(cmd),
         Command::Bench(cmd) => bench::run_bench(cmd),
         Command::Gradient(cmd) => gradient::run(cmd),
+        Command::Node(cmd) => node_cmd::run(cmd),
+        Command::Keys(cmd) => keys_cmd::run(cmd),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

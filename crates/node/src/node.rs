@@ -200,11 +200,13 @@ impl NodeHandle {
             if let Err(e) = outcome {
                 first.get_or_insert(e);
             }
+            tracing::debug!("{name} stopped");
         }
         drop(self.store);
         if let Err(e) = self.content.shutdown().await {
             first.get_or_insert(e);
         }
+        tracing::debug!("content store closed");
         // Queries and admissions in flight hold the keeper for a moment;
         // its state is checkpointed and closed when the last one lets go.
         let deadline = tokio::time::Instant::now() + CLOSE_TIMEOUT;
@@ -217,6 +219,7 @@ impl NodeHandle {
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+        tracing::debug!("keeper closed");
         first.map_or(Ok(()), Err)
     }
 }
