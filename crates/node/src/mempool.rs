@@ -236,3 +236,136 @@ impl Inner {
         Ok(admit)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use r3mes_chain::proto::{MsgSend, TxBody, tx_body};
+    use r3mes_chain::{SecretKey, SignedTx};
+    use tonic::Code;
+
+    use super::*;
+
+    fn key(i: u8) -> SecretKey {
+        let mut bytes = [0u8; 32];
+        bytes[0] = i;
+        bytes[31] = 1;
+        SecretKey::from_bytes(&bytes).unwrap()
+    }
+
+    /// A pending transfer of account `i` at `sequence`, and its reply.
+    fn pending(i: u8, sequence: u64) -> (Pending, oneshot::Receiver<Reply>) {
+        let k = key(i);
+        let signer = k.public_key().address();
+        let body = TxBody {
+            msg: Some(tx_body::Msg::Send(MsgSend {
+                from: signer.to_string(),
+                to: signer.to_string(),
+                amount_low: 1,
+                amount_high: 0,
+            })),
+        };
+        let tx = SignedTx::sign(body, &k, sequence, "c", 0).unwrap();
+        let hash = r3mes_chain::crypto::sha256(&tx.encode());
+        let (reply, rx) = oneshot::channel();
+        let p = Pending {
+            tx,
+            hash,
+            signer,
+            sequence,
+            reply,
+        };
+        (p, rx)
+    }
+
+    #[test]
+    fn sequences_must_follow_and_duplicates_are_refused() {
+        let pool = Mempool::new(10);
+        let committed = || Ok(3);
+        let (p3, _r3) = pending(1, 3);
+        let a = p3.signer;
+        let hash3 = p3.hash;
+        assert_eq!(
+            pool.check(&hash3, &a, 3, committed).unwrap(),
+            Admit::OnCommitted
+        );
+        pool.insert(p3, committed).unwrap();
+        // The same bytes again, a taken sequence, a replay, a gap.
+        assert_eq!(
+            pool.check(&hash3, &a, 3, committed).unwrap_err().code(),
+            Code::AlreadyExists
+        );
+        let (dup, _) = pending(1, 3);
+        let err = pool.check(&[9; 32], &dup.signer, 3, committed).unwrap_err();
+        assert_eq!(err.code(), Code::AlreadyExists);
+        assert!(err.message().contains("already taken"), "{err:?}");
+        let (p5, _r5) = pending(1, 5);
+        let err = pool.insert(p5, committed).unwrap_err();
+        assert_eq!(err.code(), Code::FailedPrecondition);
+        assert!(err.message().contains("skips ahead"), "{err:?}");
+        let (p4, _r4) = pending(1, 4);
+        assert_eq!(
+            pool.check(&p4.hash, &a, 4, committed).unwrap(),
+            Admit::AfterPending
+        );
+        pool.insert(p4, committed).unwrap();
+        let (old, _) = pending(2, 1);
+        let err = pool.insert(old, committed).unwrap_err();
+        assert!(err.message().contains("replay"), "{err:?}");
+        assert_eq!(pool.len(), 2);
+    }
+
+    #[test]
+    fn a_failed_transaction_drops_its_account_s_later_ones_only() {
+        let pool = Mempool::new(10);
+        let committed = || Ok(0);
+        let mut replies = Vec::new();
+        for (i, seq) in [(1, 0), (2, 0), (1, 1), (1, 2), (2, 1)] {
+            let (p, r) = pending(i, seq);
+            pool.insert(p, committed).unwrap();
+            replies.push(r);
+        }
+        // Arrival order, which is each account's sequence order.
+        let block = pool.take(2);
+        let order: Vec<_> = block.iter().map(|p| p.sequence).collect();
+        assert_eq!(order, [0, 0]);
+        let failed = &block[0];
+        let dropped = pool.settle(&failed.signer, &failed.hash, true);
+        let seqs: Vec<_> = dropped.iter().map(|p| p.sequence).collect();
+        assert_eq!(seqs, [1, 2]);
+        assert!(dropped.iter().all(|p| p.signer == failed.signer));
+        assert!(
+            pool.settle(&block[1].signer, &block[1].hash, false)
+                .is_empty()
+        );
+        assert_eq!(pool.len(), 1);
+        // Account 1 starts again from its committed sequence; account 2
+        // continues after its waiting transaction.
+        let (again, _) = pending(1, 0);
+        assert_eq!(
+            pool.check(&again.hash, &again.signer, 0, committed)
+                .unwrap(),
+            Admit::OnCommitted
+        );
+        let (next, _) = pending(2, 2);
+        assert_eq!(
+            pool.check(&next.hash, &next.signer, 2, committed).unwrap(),
+            Admit::AfterPending
+        );
+    }
+
+    #[test]
+    fn a_full_mempool_refuses_until_a_block_takes_some() {
+        let pool = Mempool::new(2);
+        for i in 1..=2 {
+            let (p, _) = pending(i, 0);
+            pool.insert(p, || Ok(0)).unwrap();
+        }
+        let (p, _) = pending(3, 0);
+        let err = pool.check(&p.hash, &p.signer, 0, || Ok(0)).unwrap_err();
+        assert_eq!(err.code(), Code::ResourceExhausted);
+        pool.take(1);
+        pool.insert(p, || Ok(0)).unwrap();
+        assert_eq!(pool.drain().len(), 2);
+        assert!(pool.is_empty());
+    }
+}
