@@ -8,7 +8,7 @@
 //! (its state checkpointed), so the same home can be opened again at once.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::Duration;
 
 use r3mes_chain::Keeper;
@@ -44,7 +44,7 @@ pub struct NodeHandle {
     tasks: Vec<(&'static str, JoinHandle<Result<()>>)>,
     content: Content,
     store: Arc<dyn ContentStore>,
-    keeper: Weak<Keeper>,
+    keeper: Arc<Keeper>,
 }
 
 impl std::fmt::Debug for NodeHandle {
@@ -147,8 +147,6 @@ pub async fn start(home: &Home, config: NodeConfig) -> Result<NodeHandle> {
             }),
         ),
     ];
-    let weak = Arc::downgrade(&keeper);
-    drop(keeper);
     tracing::info!("gRPC listening on {grpc_addr}, metrics on http://{metrics_addr}/metrics");
     Ok(NodeHandle {
         grpc_addr,
@@ -157,7 +155,7 @@ pub async fn start(home: &Home, config: NodeConfig) -> Result<NodeHandle> {
         tasks,
         content,
         store,
-        keeper: weak,
+        keeper,
     })
 }
 
@@ -207,10 +205,11 @@ impl NodeHandle {
             first.get_or_insert(e);
         }
         tracing::debug!("content store closed");
-        // Queries and admissions in flight hold the keeper for a moment;
-        // its state is checkpointed and closed when the last one lets go.
+        // Queries and admissions in flight hold the keeper for a moment.
+        // Once this handle holds the last reference, dropping it here
+        // checkpoints and closes the state before shutdown returns.
         let deadline = tokio::time::Instant::now() + CLOSE_TIMEOUT;
-        while self.keeper.strong_count() > 0 {
+        while Arc::strong_count(&self.keeper) > 1 {
             if tokio::time::Instant::now() > deadline {
                 first.get_or_insert(Error::Runtime(
                     "the keeper was still in use 10 s after shutdown".into(),
@@ -218,6 +217,10 @@ impl NodeHandle {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let keeper = self.keeper;
+        if let Err(e) = tokio::task::spawn_blocking(move || drop(keeper)).await {
+            first.get_or_insert(Error::Runtime(format!("closing the keeper: {e}")));
         }
         tracing::debug!("keeper closed");
         first.map_or(Ok(()), Err)
