@@ -73,6 +73,8 @@ struct Inner {
     queue: VecDeque<Pending>,
     slots: HashMap<Address, Slot>,
     hashes: HashSet<[u8; 32]>,
+    /// Set by [`Mempool::drain`]: nothing is admitted any more.
+    closed: bool,
 }
 
 /// The mempool (see the module docs).
@@ -181,9 +183,12 @@ impl Mempool {
         dropped
     }
 
-    /// Removes every waiting transaction (shutdown).
+    /// Removes every waiting transaction and closes the mempool: later
+    /// admissions are refused (shutdown), so no transaction can be left
+    /// waiting for a block that will never come.
     pub fn drain(&self) -> Vec<Pending> {
         let mut inner = self.lock();
+        inner.closed = true;
         inner.hashes.clear();
         inner.slots.clear();
         inner.queue.drain(..).collect()
@@ -199,6 +204,11 @@ impl Inner {
         sequence: u64,
         committed: impl FnOnce() -> Result<u64, Status>,
     ) -> Result<Admit, Status> {
+        if self.closed {
+            return Err(Status::unavailable(
+                "the node is shutting down: no transaction is admitted",
+            ));
+        }
         if self.hashes.contains(hash) {
             return Err(Status::already_exists(
                 "transaction is already in the mempool",
@@ -367,5 +377,8 @@ mod tests {
         pool.insert(p, || Ok(0)).unwrap();
         assert_eq!(pool.drain().len(), 2);
         assert!(pool.is_empty());
+        let (late, _) = pending(4, 0);
+        let err = pool.insert(late, || Ok(0)).unwrap_err();
+        assert_eq!(err.code(), Code::Unavailable);
     }
 }

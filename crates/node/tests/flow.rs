@@ -334,10 +334,42 @@ async fn a_restarted_node_finds_its_state() {
 }
 
 #[tokio::test]
-async fn expired_gradients_are_unpinned_from_the_content_store() {
+async fn expired_gradients_are_unpinned_from_the_embedded_store() {
     let dir = tempfile::tempdir().unwrap();
     let home = init_home(dir.path(), test_params(5));
     let mut node = TestNode::start(&home).await;
+    let store = node.handle.content_store();
+    expire_and_unpin(&mut node, store).await;
+    node.handle.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn expired_gradients_are_unpinned_through_a_kubo_api() {
+    // The embedded daemon's Kubo-compatible RPC API stands in for Kubo:
+    // the node reaches it only over HTTP (`--ipfs-api`).
+    let repo = r3mes_ipfs::Repo::in_memory();
+    let daemon =
+        r3mes_ipfs_http::Daemon::start(repo.clone(), r3mes_ipfs_http::DaemonConfig::loopback(0, 0))
+            .await
+            .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let home = init_home(dir.path(), test_params(5));
+    let config = r3mes_node::config::NodeConfig::load(&home.config()).unwrap();
+    let config =
+        r3mes_node::node::with_ipfs_api(config, Some(format!("http://{}", daemon.api_addr())));
+    let mut node = TestNode::start_with(&home, config).await;
+    assert!(node.handle.ipfs_api_url().is_none());
+    let daemon_store: std::sync::Arc<dyn r3mes_ipfs::ContentStore> =
+        std::sync::Arc::new(r3mes_ipfs::EmbeddedStore::new(repo));
+    expire_and_unpin(&mut node, daemon_store).await;
+    node.handle.shutdown().await.unwrap();
+    daemon.shutdown().await.unwrap();
+}
+
+/// Adds content through the node's store, submits it as a gradient with a
+/// 5-block retention, waits for the keeper's unpin event, and checks the
+/// pin is gone from `pins` (the store as its owner sees it).
+async fn expire_and_unpin(node: &mut TestNode, pins: std::sync::Arc<dyn r3mes_ipfs::ContentStore>) {
     let key = node.key("dev1");
     let mut unpins = node
         .query
@@ -349,12 +381,11 @@ async fn expired_gradients_are_unpinned_from_the_content_store() {
         .unwrap()
         .into_inner();
     let cid = node.add_content(content(4, 50_000)).await;
-    let store = node.handle.content_store();
-    let pinned = |pins: Vec<r3mes_ipfs::PinInfo>| {
-        pins.iter()
+    let pinned = |list: Vec<r3mes_ipfs::PinInfo>| {
+        list.iter()
             .any(|p| p.cid == cid && p.mode == PinMode::Recursive)
     };
-    assert!(pinned(store.pin_ls().await.unwrap()));
+    assert!(pinned(pins.pin_ls().await.unwrap()));
     let msg = node.gradient_msg(&key, &cid).await;
     let tx = node.sign(&key, tx_body::Msg::SubmitGradient(msg), 0).await;
     node.submit_gradient(&tx).await.unwrap();
@@ -369,14 +400,11 @@ async fn expired_gradients_are_unpinned_from_the_content_store() {
         other => panic!("unexpected event {other:?}"),
     }
     // The producer unpins right after publishing.
-    let mut gone = false;
-    for _ in 0..50 {
-        if !pinned(store.pin_ls().await.unwrap()) {
-            gone = true;
-            break;
+    for _ in 0..100 {
+        if !pinned(pins.pin_ls().await.unwrap()) {
+            return;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert!(gone, "the expired gradient is still pinned");
-    node.handle.shutdown().await.unwrap();
+    panic!("the expired gradient is still pinned");
 }

@@ -87,6 +87,11 @@ impl TestNode {
     /// Starts the node of `home` and connects clients.
     pub async fn start(home: &Home) -> Self {
         let config = NodeConfig::load(&home.config()).expect("config");
+        Self::start_with(home, config).await
+    }
+
+    /// Starts the node of `home` with `config` and connects clients.
+    pub async fn start_with(home: &Home, config: NodeConfig) -> Self {
         let handle = start(home, config).await.expect("start node");
         let url = format!("http://{}", handle.grpc_addr());
         let msg = MsgClient::connect(url.clone()).await.expect("connect");
