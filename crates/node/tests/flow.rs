@@ -378,30 +378,30 @@ async fn expire_and_unpin(node: &mut TestNode, pins: std::sync::Arc<dyn r3mes_ip
             address: String::new(),
         })
         .await
-        .unwrap()
+        .expect("subscribe")
         .into_inner();
     let cid = node.add_content(content(4, 50_000)).await;
     let pinned = |list: Vec<r3mes_ipfs::PinInfo>| {
         list.iter()
             .any(|p| p.cid == cid && p.mode == PinMode::Recursive)
     };
-    assert!(pinned(pins.pin_ls().await.unwrap()));
+    assert!(pinned(pins.pin_ls().await.expect("pin ls")));
     let msg = node.gradient_msg(&key, &cid).await;
     let tx = node.sign(&key, tx_body::Msg::SubmitGradient(msg), 0).await;
-    node.submit_gradient(&tx).await.unwrap();
+    node.submit_gradient(&tx).await.expect("gradient accepted");
 
     let unpin = tokio::time::timeout(Duration::from_secs(10), unpins.next())
         .await
         .expect("unpin event in time")
-        .unwrap()
-        .unwrap();
+        .expect("stream open")
+        .expect("event");
     match unpin.event.and_then(|e| e.kind) {
         Some(event::Kind::Unpin(u)) => assert_eq!(u.cid, cid.to_string()),
         other => panic!("unexpected event {other:?}"),
     }
     // The producer unpins right after publishing.
     for _ in 0..100 {
-        if !pinned(pins.pin_ls().await.unwrap()) {
+        if !pinned(pins.pin_ls().await.expect("pin ls")) {
             return;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;

@@ -50,7 +50,7 @@ async fn send_until_refused(
             &status.chain_id,
             status.next_block_time_ms,
         )
-        .unwrap();
+        .expect("sign");
         match msg
             .broadcast_tx(BroadcastTxRequest {
                 tx_bytes: tx.encode(),
@@ -59,7 +59,7 @@ async fn send_until_refused(
         {
             Ok(r) => {
                 assert_eq!(r.get_ref().code, 0, "{}", r.get_ref().log);
-                acked.lock().unwrap().push(to);
+                acked.lock().expect("lock").push(to);
                 sequence += 1;
             }
             Err(status) => {
