@@ -101,6 +101,7 @@ pub async fn start(home: &Home, config: NodeConfig) -> Result<NodeHandle> {
     let keeper = tokio::task::spawn_blocking(move || open_keeper(&h))
         .await
         .map_err(|e| Error::Runtime(format!("opening the keeper: {e}")))??;
+    warn_on_clock_gap(&keeper);
     let keeper = Arc::new(keeper);
     let content = Content::open(home, &config.ipfs).await?;
     let store = Arc::clone(&content.store);
@@ -224,6 +225,27 @@ impl NodeHandle {
         }
         tracing::debug!("keeper closed");
         first.map_or(Ok(()), Err)
+    }
+}
+
+/// Warns when the keeper's clock (`genesis time + height * block time`)
+/// is far from the wall clock, as after a long stop: clients that sign with
+/// wall-clock timestamps would then be refused, and must take the time from
+/// `Query.Status.next_block_time_ms`.
+fn warn_on_clock_gap(keeper: &Keeper) {
+    let Ok(next) = keeper
+        .height()
+        .and_then(|h| keeper.block_time_ms(h.saturating_add(1)))
+    else {
+        return;
+    };
+    let gap = crate::init::now_ms().saturating_sub(next);
+    let skew = i64::try_from(keeper.params().max_clock_skew_ms).unwrap_or(i64::MAX);
+    if gap.saturating_abs() > skew {
+        tracing::warn!(
+            "the wall clock is {gap} ms past the chain's clock (allowed transaction skew \
+             {skew} ms): clients must sign with Query.Status.next_block_time_ms"
+        );
     }
 }
 

@@ -328,7 +328,18 @@ async fn a_restarted_node_finds_its_state() {
     let cid2 = node.add_content(content(3, 10_000)).await;
     let msg = node.gradient_msg(&key, &cid2).await;
     let tx = node.sign(&key, tx_body::Msg::SubmitGradient(msg), 1).await;
-    let again = node.submit_gradient(&tx).await.unwrap();
+    // This time as the Tx message rather than its bytes.
+    let again = node
+        .msg
+        .submit_gradient(r3mes_node::proto::SubmitGradientRequest {
+            transaction: Some(r3mes_node::proto::submit_gradient_request::Transaction::Tx(
+                tx.as_proto().clone(),
+            )),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(again.ipfs_hash, cid2.to_string());
     assert!(again.block_height > answer.block_height);
     node.handle.shutdown().await.unwrap();
 }
