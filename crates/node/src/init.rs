@@ -68,9 +68,19 @@ pub fn init(home: &Home, options: &InitOptions) -> Result<InitReport> {
     options.config.validate()?;
     std::fs::create_dir_all(home.root()).map_err(|e| Error::io(home.root(), e))?;
     let ring = Keyring::new(home.keyring());
+    let dev_names: Vec<String> = (1..=options.dev_accounts)
+        .map(|i| format!("dev{i}"))
+        .collect();
+    // Refuse before creating anything, so a failed init leaves no keys.
+    for name in std::iter::once(VALIDATOR_KEY).chain(dev_names.iter().map(String::as_str)) {
+        if ring.show(name).is_ok() {
+            return Err(Error::Keyring(format!("key {name:?} already exists")));
+        }
+    }
     let validator = ring.add(VALIDATOR_KEY)?;
-    let dev_accounts = (1..=options.dev_accounts)
-        .map(|i| ring.add(&format!("dev{i}")))
+    let dev_accounts = dev_names
+        .iter()
+        .map(|name| ring.add(name))
         .collect::<Result<Vec<_>>>()?;
 
     let params = options

@@ -100,7 +100,8 @@ impl Producer {
             Err(e) => {
                 for pending in batch {
                     let _ = pending.reply.send(Err(Status::unavailable(format!(
-                        "the block could not be committed: {e}"
+                        "the block failed ({e}) and the node stopped: whether the transaction \
+                         was committed is unknown; check its effects once the node runs again"
                     ))));
                 }
                 return Err(e);
