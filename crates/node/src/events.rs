@@ -129,3 +129,86 @@ pub fn block_event(height: u64, tx_hash: Option<&[u8; 32]>, event: &Event) -> Bl
         event: Some(event.clone()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use r3mes_chain::proto::{EvGradientStored, EvTransfer, EvUnpin};
+
+    use super::*;
+
+    const A: &str = "remes1ygwcssy0vk8uznsdr2x4uqfufn5xf9pz4ysm92";
+    const B: &str = "remes1a8g45grxtr692cqrd3ff8nqlueav5mt3e790ra";
+
+    fn wrap(kind: Kind) -> BlockEvent {
+        block_event(7, None, &Event { kind: Some(kind) })
+    }
+
+    #[test]
+    fn filters_select_by_type_and_named_address() {
+        let transfer = wrap(Kind::Transfer(EvTransfer {
+            from: A.into(),
+            to: B.into(),
+            amount: "1".into(),
+        }));
+        let gradient = wrap(Kind::GradientStored(EvGradientStored {
+            miner: A.into(),
+            ..Default::default()
+        }));
+        let unpin = wrap(Kind::Unpin(EvUnpin { cid: "Qm".into() }));
+        assert_eq!(transfer.r#type, "transfer");
+        assert!(transfer.tx_hash.is_empty());
+        let filter = |types: &[&str], address: &str| {
+            Filter::new(&SubscribeEventsRequest {
+                types: types.iter().map(|t| (*t).to_owned()).collect(),
+                address: address.into(),
+            })
+        };
+        let all = filter(&[], "").unwrap();
+        assert!(
+            [&transfer, &gradient, &unpin]
+                .iter()
+                .all(|e| all.matches(e))
+        );
+        let to_b = filter(&[], B).unwrap();
+        assert!(to_b.matches(&transfer));
+        assert!(!to_b.matches(&gradient));
+        assert!(!to_b.matches(&unpin));
+        let gradients_of_a = filter(&["gradient_stored"], A).unwrap();
+        assert!(gradients_of_a.matches(&gradient));
+        assert!(!gradients_of_a.matches(&transfer));
+        let err = filter(&["gradient"], "").unwrap_err();
+        assert!(err.contains("unknown event type \"gradient\""), "{err}");
+        assert!(
+            filter(&[], "remes1bad")
+                .unwrap_err()
+                .starts_with("address:")
+        );
+    }
+
+    #[test]
+    fn type_names_follow_the_event_fields_in_order() {
+        let kinds = [
+            Kind::Transfer(Default::default()),
+            Kind::Stake(Default::default()),
+            Kind::GradientStored(Default::default()),
+            Kind::RoundStarted(Default::default()),
+            Kind::Dataset(Default::default()),
+            Kind::ChallengeIssued(Default::default()),
+            Kind::ChallengeClosed(Default::default()),
+            Kind::Slashed(Default::default()),
+            Kind::ReplicaRegistered(Default::default()),
+            Kind::Pin(Default::default()),
+            Kind::Verification(Default::default()),
+            Kind::ModelRegistered(Default::default()),
+            Kind::TraceRecorded(Default::default()),
+            Kind::RecordExpired(Default::default()),
+            Kind::Unpin(Default::default()),
+        ];
+        let names: Vec<_> = kinds
+            .into_iter()
+            .map(|k| type_name(&Event { kind: Some(k) }))
+            .collect();
+        assert_eq!(names, EVENT_TYPES);
+        assert_eq!(type_name(&Event { kind: None }), "");
+    }
+}
