@@ -131,6 +131,13 @@ fn run_init(args: InitArgs) -> Result<()> {
 
 fn run_start(args: StartArgs) -> Result<()> {
     let home = args.home.home();
+    if !home.config().exists() {
+        anyhow::bail!(
+            "loading the config of {}: {} does not exist (run `r3mes node init` first)",
+            home.root().display(),
+            home.config().display()
+        );
+    }
     let config = NodeConfig::load(&home.config())
         .with_context(|| format!("loading the config of {}", home.root().display()))?;
     let mut config = r3mes_node::node::with_ipfs_api(config, args.ipfs_api);

@@ -92,6 +92,6 @@ fn init_writes_a_home_once_and_keys_manage_its_keyring() {
     fails(r3mes(&["keys", "add", "a/b"], &home), "invalid key name");
     fails(
         r3mes(&["node", "start"], &dir.path().join("empty")),
-        "loading the config",
+        "run `r3mes node init` first",
     );
 }
