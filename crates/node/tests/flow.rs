@@ -419,3 +419,87 @@ async fn expire_and_unpin(node: &mut TestNode, pins: std::sync::Arc<dyn r3mes_ip
     }
     panic!("the expired gradient is still pinned");
 }
+
+#[tokio::test]
+async fn a_transaction_failing_in_its_block_is_reported_and_drops_its_successors() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = init_home(dir.path(), test_params(100_000));
+    // Slow blocks of two: the three transactions below wait in the mempool
+    // together, and the third stays there when the first two are taken.
+    let config = r3mes_node::config::NodeConfig {
+        block_time_ms: 2000,
+        max_txs_per_block: 2,
+        ..r3mes_node::config::NodeConfig::load(&home.config()).unwrap()
+    };
+    let mut node = TestNode::start_with(&home, config).await;
+    let alice = node.key("dev1");
+    let from = alice.public_key().address();
+    let to = node.key("dev2").public_key().address();
+    let send = |amount_low| {
+        tx_body::Msg::Send(MsgSend {
+            from: from.to_string(),
+            to: to.to_string(),
+            amount_low,
+            amount_high: 0,
+        })
+    };
+    // Start right after a block, with a whole block time ahead.
+    let start = node.status().await.height;
+    while node.status().await.height == start {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let mut calls = Vec::new();
+    for (seq, amount) in [(0, 1), (1, u64::MAX), (2, 1)] {
+        let tx = node.sign(&alice, send(amount), seq).await;
+        let mut client = node.msg.clone();
+        calls.push(tokio::spawn(async move {
+            client
+                .broadcast_tx(BroadcastTxRequest {
+                    tx_bytes: tx.encode(),
+                })
+                .await
+                .map(tonic::Response::into_inner)
+        }));
+        // Admitted before the next one is sent (its sequence follows).
+        while node.status().await.mempool_size < seq + 1 {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+    let mut results = Vec::new();
+    for c in calls {
+        results.push(c.await.unwrap());
+    }
+    let first = results[0].as_ref().unwrap();
+    assert_eq!(first.code, 0, "{}", first.log);
+    // The second waited behind the first, so only its block could find the
+    // balance short: reported with the keeper's code, nothing applied.
+    let second = results[1].as_ref().unwrap();
+    assert_eq!(second.code, 52, "{second:?}");
+    assert!(second.log.contains("insufficient funds"), "{}", second.log);
+    assert!(second.events.is_empty());
+    assert_eq!(second.height, first.height);
+    // The third, still waiting, can no longer follow: refused without a
+    // block, naming the transaction that failed.
+    let third = results[2].as_ref().unwrap_err();
+    assert_eq!(third.code(), tonic::Code::FailedPrecondition, "{third:?}");
+    assert!(
+        third
+            .message()
+            .contains("earlier transaction with sequence 1")
+            && third.message().contains("insufficient funds"),
+        "{third:?}"
+    );
+    assert_eq!(node.sequence(&from).await, 1);
+    // The account goes on from its committed sequence.
+    let next = node.sign(&alice, send(1), 1).await;
+    let r = node
+        .msg
+        .broadcast_tx(BroadcastTxRequest {
+            tx_bytes: next.encode(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.code, 0, "{}", r.log);
+    node.handle.shutdown().await.unwrap();
+}
