@@ -146,10 +146,12 @@ async fn broadcast_tx_applies_any_message_and_reports_keeper_failures() {
     // The second waits until the first is admitted (waiting or already
     // committed), else its sequence would skip ahead.
     let alice_address = alice.public_key().address();
-    for _ in 0..200 {
-        if node.status().await.mempool_size > 0 || node.sequence(&alice_address).await > 0 {
-            break;
-        }
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while node.status().await.mempool_size == 0 && node.sequence(&alice_address).await == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "first transfer never admitted"
+        );
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     let r2 = c2
@@ -411,7 +413,7 @@ async fn expire_and_unpin(node: &mut TestNode, pins: std::sync::Arc<dyn r3mes_ip
         other => panic!("unexpected event {other:?}"),
     }
     // The producer unpins right after publishing.
-    for _ in 0..100 {
+    for _ in 0..250 {
         if !pinned(pins.pin_ls().await.expect("pin ls")) {
             return;
         }
@@ -445,7 +447,9 @@ async fn a_transaction_failing_in_its_block_is_reported_and_drops_its_successors
     };
     // Start right after a block, with a whole block time ahead.
     let start = node.status().await.height;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while node.status().await.height == start {
+        assert!(std::time::Instant::now() < deadline, "no block made");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let mut calls = Vec::new();
@@ -461,7 +465,12 @@ async fn a_transaction_failing_in_its_block_is_reported_and_drops_its_successors
                 .map(tonic::Response::into_inner)
         }));
         // Admitted before the next one is sent (its sequence follows).
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while node.status().await.mempool_size < seq + 1 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "transaction {seq} not waiting in the mempool"
+            );
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
     }
