@@ -16,6 +16,8 @@ pub enum BenchCommand {
     Gradient(crate::bench_gradient::GradientBench),
     /// Keeper: signed gradient submissions applied in blocks, bytes per record, bounded GC.
     Chain(crate::bench_chain::ChainBench),
+    /// Tolerant verification: bytes fetched against the gradient's size (64 MiB, 64 indices).
+    Verify(crate::bench_verify::VerifyBench),
 }
 
 #[derive(Args)]
@@ -57,6 +59,7 @@ pub fn run_bench(command: BenchCommand) -> Result<()> {
         BenchCommand::Ipfs(args) => ipfs(args),
         BenchCommand::Gradient(args) => crate::bench_gradient::run(args),
         BenchCommand::Chain(args) => crate::bench_chain::run(args),
+        BenchCommand::Verify(args) => crate::bench_verify::run(args),
     }
 }
 

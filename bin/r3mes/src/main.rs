@@ -4,10 +4,12 @@
 mod bench;
 mod bench_chain;
 mod bench_gradient;
+mod bench_verify;
 mod gradient;
 mod ipfs;
 mod keys_cmd;
 mod node_cmd;
+mod verify;
 
 use clap::{Parser, Subcommand};
 
@@ -36,6 +38,11 @@ enum Command {
     /// The keyring of the node home: add, list, show, export keys.
     #[command(subcommand)]
     Keys(keys_cmd::KeysCommand),
+    /// Verify a gradient against a secret vault entry by range reads (tolerant verification).
+    Verify(verify::VerifyArgs),
+    /// A validator's secret vault: make entries, list them.
+    #[command(subcommand)]
+    Vault(verify::VaultCommand),
 }
 
 fn main() -> std::process::ExitCode {
@@ -53,6 +60,8 @@ fn main() -> std::process::ExitCode {
         Command::Gradient(cmd) => gradient::run(cmd),
         Command::Node(cmd) => node_cmd::run(cmd),
         Command::Keys(cmd) => keys_cmd::run(cmd),
+        Command::Verify(args) => verify::run_verify(args),
+        Command::Vault(cmd) => verify::run_vault(cmd),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -29,6 +29,13 @@ pub trait StoreRead {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>>;
     /// The first `limit` pairs under `prefix`, in key order.
     fn scan_prefix(&self, prefix: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>>;
+    /// The key of the committed batch that held the record `id` at the last
+    /// commit ([`crate::batches`]); the view's own writes may since have
+    /// changed that batch, so read it through the view.
+    fn committed_batch_of(&self, id: &[u8]) -> Result<Option<Vec<u8>>>;
+    /// The height of the block this view writes, if it writes one (the
+    /// batches it may have added are under that height).
+    fn writing_height(&self) -> Option<u64>;
 }
 
 /// Read and write access to the staged state of a block.
@@ -46,6 +53,12 @@ impl StoreRead for State {
     fn scan_prefix(&self, prefix: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
         State::scan_prefix(self, prefix, limit)
     }
+    fn committed_batch_of(&self, id: &[u8]) -> Result<Option<Vec<u8>>> {
+        State::batch_of(self, id)
+    }
+    fn writing_height(&self) -> Option<u64> {
+        None
+    }
 }
 
 impl StoreRead for BlockWriter<'_> {
@@ -54,6 +67,12 @@ impl StoreRead for BlockWriter<'_> {
     }
     fn scan_prefix(&self, prefix: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
         BlockWriter::scan_prefix(self, prefix, limit)
+    }
+    fn committed_batch_of(&self, id: &[u8]) -> Result<Option<Vec<u8>>> {
+        BlockWriter::batch_of(self, id)
+    }
+    fn writing_height(&self) -> Option<u64> {
+        Some(BlockWriter::height(self))
     }
 }
 
@@ -72,6 +91,12 @@ impl StoreRead for Tx<'_, '_> {
     }
     fn scan_prefix(&self, prefix: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
         Tx::scan_prefix(self, prefix, limit)
+    }
+    fn committed_batch_of(&self, id: &[u8]) -> Result<Option<Vec<u8>>> {
+        Tx::batch_of(self, id)
+    }
+    fn writing_height(&self) -> Option<u64> {
+        Some(Tx::height(self))
     }
 }
 

@@ -284,8 +284,10 @@ pub fn run(
         .state()
         .scan_prefix(&[crate::tables::GRADIENT], usize::MAX)?
     {
-        encoded += v.len();
-        records += 1;
+        for item in crate::batches::items(&v)? {
+            encoded += item.id.len() + item.body.len();
+            records += 1;
+        }
     }
 
     progress("collecting expired records");

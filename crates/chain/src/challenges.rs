@@ -7,7 +7,7 @@
 //!   gradients included in block `h` and challenges each one whose
 //!   `sha256("r3mes-sample-v1" || hash(h+1) || CID bytes)` (first 8 bytes,
 //!   big-endian) mod 1e6 is below `sample_rate_ppm`, at most
-//!   `max_challenges_per_block`, in list order (the block's list shards in
+//!   `max_challenges_per_block`, in storage order (the block's gradient batches in
 //!   key order, each in inclusion order). The challenger is the
 //!   validator at index `sha256("r3mes-challenger-v1" || hash(h+1) || CID
 //!   bytes) mod n` of the validators sorted by address (none: the slashed
@@ -44,7 +44,7 @@ use crate::accounts::{Store, StoreRead};
 use crate::crypto::{Address, sha256};
 use crate::exec::{Ctx, Events, cid_from_stored, cid_text, emit, hash_u64, parse_cid};
 use crate::exec::{parse_address, require_validator, stored_address, validators};
-use crate::gradients::{get_gradient, included_key};
+use crate::gradients::{get_gradient, included_at};
 use crate::proto::{
     Challenge, ChallengeKind, ChallengeStatus, EvChallengeClosed, EvChallengeIssued,
     MsgIssueChallenge, MsgRespondChallenge, PinningIncentive, ProofOfReplication, event,
@@ -53,7 +53,7 @@ use crate::staking::{slash_account, slash_pin_stake, stored_amount};
 use crate::state::Key;
 use crate::tables::{
     CHALLENGE, CHALLENGE_BY_TARGET, CHALLENGE_DEADLINE, ExpiryKind, get_record, hex_lower,
-    list_items, parse_hex, put_record, schedule_expiry,
+    parse_hex, put_record, schedule_expiry,
 };
 use crate::{Error, Result};
 
@@ -411,39 +411,29 @@ pub fn is_sampled(seed: &[u8; 32], cid: &[u8], rate_ppm: u64) -> bool {
 }
 
 /// Samples the gradients included in the previous block (see the module
-/// docs; list shards in key order, each in inclusion order) and drops their
-/// lists.
+/// docs; batches in key order, each in inclusion order).
 fn sample(store: &mut impl Store, ctx: &Ctx<'_>, events: &mut Events) -> Result<()> {
     let Some(prev) = ctx.height.checked_sub(1) else {
         return Ok(());
     };
-    let prefix = included_key(prev);
-    let shards = store.scan_prefix(prefix.as_bytes(), usize::MAX)?;
-    if shards.is_empty() {
+    let sampled = included_at(store, prev, |cid| {
+        is_sampled(&ctx.block_hash, cid, ctx.params.sample_rate_ppm)
+    })?;
+    if sampled.is_empty() {
         return Ok(());
-    }
-    let mut included = Vec::new();
-    for (key, list) in shards {
-        store.delete(&key);
-        included.extend(list_items(&list)?);
     }
     let validators = validators(store)?;
     let mut issued = 0u32;
-    for cid_bytes in included {
+    for g in sampled {
+        let cid_bytes = g.ipfs_hash.as_slice();
         if issued >= ctx.params.max_challenges_per_block {
             break;
         }
-        if !is_sampled(&ctx.block_hash, &cid_bytes, ctx.params.sample_rate_ppm) {
-            continue;
-        }
-        let Some(g) = get_gradient(store, &cid_bytes)? else {
-            continue;
-        };
         let target = stored_address(&g.miner, "gradient miner")?;
         let challenger = if validators.is_empty() {
             None
         } else {
-            let pick = hash_u64(&[b"r3mes-challenger-v1", &ctx.block_hash, &cid_bytes]);
+            let pick = hash_u64(&[b"r3mes-challenger-v1", &ctx.block_hash, cid_bytes]);
             let n = validators.len() as u64;
             validators
                 .get(usize::try_from(pick % n).unwrap_or(0))
@@ -454,7 +444,7 @@ fn sample(store: &mut impl Store, ctx: &Ctx<'_>, events: &mut Events) -> Result<
             store,
             ctx,
             ChallengeKind::Gradient,
-            &cid_bytes,
+            cid_bytes,
             &target,
             challenger.as_ref(),
             issued,

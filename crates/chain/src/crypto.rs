@@ -16,8 +16,10 @@
 //! Signatures are the same bytes either way (RFC 6979, low-S); the vectors
 //! in `tests/fixtures/vectors.txt` were cross-checked with Python.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::str::FromStr;
+use std::sync::{Mutex, OnceLock};
 
 use bech32::primitives::decode::{CheckedHrpstring, CheckedHrpstringError};
 use bech32::{Bech32, Hrp};
@@ -96,6 +98,13 @@ impl fmt::Debug for PublicKey {
     }
 }
 
+/// Most decoded public keys kept by [`PublicKey::from_compressed`].
+pub const PARSED_KEYS_MAX: usize = 1 << 16;
+
+type ParsedKeys = Mutex<HashMap<[u8; PUBLIC_KEY_LEN], secp256k1::PublicKey>>;
+
+static PARSED_KEYS: OnceLock<ParsedKeys> = OnceLock::new();
+
 impl PublicKey {
     fn from_key(key: secp256k1::PublicKey) -> Self {
         PublicKey {
@@ -121,11 +130,34 @@ impl PublicKey {
 
     /// Parses a 33-byte SEC1 compressed point. Uncompressed (65-byte) and
     /// off-curve inputs fail with [`Error::MalformedPublicKey`].
+    ///
+    /// Decompressing takes a field square root (about 7 µs, a tenth of a
+    /// transaction's cost), and the same few thousand miners sign every
+    /// block, so valid keys are remembered in a bounded process-wide cache
+    /// ([`PARSED_KEYS_MAX`] entries, emptied when full). Parsing is a pure
+    /// function, so the cache cannot change any answer.
     pub fn from_compressed(bytes: &[u8]) -> Result<Self> {
         let arr = Self::check_encoding(bytes)?;
-        let key = secp256k1::PublicKey::from_slice(arr)
-            .map_err(|_| Error::MalformedPublicKey("not a point on secp256k1".into()))?;
-        Ok(Self::from_key(key))
+        let cache = PARSED_KEYS.get_or_init(Default::default);
+        let cached = cache.lock().ok().and_then(|map| map.get(arr).copied());
+        let key = match cached {
+            Some(key) => key,
+            None => {
+                let key = secp256k1::PublicKey::from_slice(arr)
+                    .map_err(|_| Error::MalformedPublicKey("not a point on secp256k1".into()))?;
+                if let Ok(mut map) = cache.lock() {
+                    if map.len() >= PARSED_KEYS_MAX {
+                        map.clear();
+                    }
+                    map.insert(*arr, key);
+                }
+                key
+            }
+        };
+        Ok(PublicKey {
+            compressed: *arr,
+            key,
+        })
     }
 
     /// The 33 compressed bytes.

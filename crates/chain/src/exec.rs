@@ -8,7 +8,7 @@ use crate::accounts::StoreRead;
 use crate::crypto::{Address, sha256};
 use crate::genesis::validator_key;
 use crate::params::Params;
-use crate::proto::{Event, event};
+use crate::proto::{Event, Round, event};
 use crate::tables::VALIDATOR;
 use crate::{Error, Result};
 
@@ -26,6 +26,10 @@ pub struct Ctx<'a> {
     pub time_ms: i64,
     /// The block's hash: the seed of sampling and challenge draws.
     pub block_hash: [u8; 32],
+    /// The round open for submissions in this block, read once when the
+    /// block begins (rounds change only in end-of-block work, after every
+    /// transaction of the block).
+    pub open_round: Option<&'a Round>,
 }
 
 /// Events emitted by one transaction or one end-of-block step.
@@ -34,6 +38,31 @@ pub type Events = Vec<Event>;
 /// Wraps an event kind.
 pub fn emit(events: &mut Events, kind: event::Kind) {
     events.push(Event { kind: Some(kind) });
+}
+
+/// An event's type name (the `Event.kind` field name, e.g.
+/// `gradient_stored`) and its fields as text, in declaration order; `None`
+/// for an event without a kind. Numbers print in decimal.
+pub fn event_parts(event: &Event) -> Option<(String, Vec<(String, String)>)> {
+    let kind = event.kind.as_ref()?;
+    let serde_json::Value::Object(outer) = serde_json::to_value(kind).ok()? else {
+        return None;
+    };
+    let (name, body) = outer.into_iter().next()?;
+    let fields = match body {
+        serde_json::Value::Object(fields) => fields
+            .into_iter()
+            .map(|(k, v)| {
+                let text = match v {
+                    serde_json::Value::String(s) => s,
+                    other => other.to_string(),
+                };
+                (k, text)
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    Some((name, fields))
 }
 
 /// Parses a CID the keeper accepts: in canonical text form (no `/ipfs/`
@@ -188,6 +217,26 @@ pub fn hash_u64(parts: &[&[u8]]) -> u64 {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn event_parts_name_the_kind_and_its_fields() {
+        let e = Event {
+            kind: Some(event::Kind::GradientStored(
+                crate::proto::EvGradientStored {
+                    ipfs_hash: "Qm".into(),
+                    miner: "remes1x".into(),
+                    round_id: 3,
+                    shard_id: 4,
+                    block_height: 9,
+                },
+            )),
+        };
+        let (name, fields) = event_parts(&e).unwrap();
+        assert_eq!(name, "gradient_stored");
+        assert!(fields.contains(&("round_id".into(), "3".into())));
+        assert!(fields.contains(&("ipfs_hash".into(), "Qm".into())));
+        assert_eq!(event_parts(&Event { kind: None }), None);
+    }
+
     use super::*;
 
     #[test]

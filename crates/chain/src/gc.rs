@@ -2,7 +2,9 @@
 //! `PerformGarbageCollection`).
 //!
 //! Every record with a retention period is queued at creation under
-//! `(expiry height, kind)` ([`crate::tables::schedule_expiry`]). The
+//! `(expiry height, kind)` ([`crate::tables::schedule_expiry`]); gradients
+//! are queued once per batch ([`crate::gradients`]) and a batch counts as
+//! many records as it holds. The
 //! end-of-block work of height `h` walks the queue in key order from the
 //! oldest height up to `h` and removes at most `max_gc_per_block` records;
 //! a partly processed list is written back with the rest, which the next
@@ -19,8 +21,7 @@ use crate::accounts::{Store, StoreRead};
 use crate::exec::{Ctx, Events, cid_text, emit, parse_cid};
 use crate::models::{model_cids, model_key, trace_key};
 use crate::proto::{
-    ComputationTrace, EvRecordExpired, EvUnpin, ModelVersion, ProofOfReplication, StoredGradient,
-    event,
+    ComputationTrace, EvRecordExpired, EvUnpin, ModelVersion, ProofOfReplication, event,
 };
 use crate::replicas::replica_key;
 use crate::state::Key;
@@ -45,7 +46,7 @@ pub fn content_referenced(store: &impl StoreRead, cid_bytes: &[u8]) -> Result<bo
     let exists = |key: Key| -> Result<bool> { Ok(store.get(key.as_bytes())?.is_some()) };
     let any_under =
         |prefix: Key| -> Result<bool> { Ok(!store.scan_prefix(prefix.as_bytes(), 1)?.is_empty()) };
-    Ok(exists(crate::gradients::gradient_key(cid_bytes))?
+    Ok(crate::gradients::is_stored(store, cid_bytes)?
         || exists(replica_key(cid_bytes))?
         || exists(crate::datasets::dataset_key(cid_bytes))?
         || any_under(Key::new(PIN).tail(cid_bytes))?
@@ -83,20 +84,48 @@ pub fn end_block(store: &mut impl Store, ctx: &Ctx<'_>, events: &mut Events) -> 
             break;
         }
         let items = list_items(&value)?;
-        let take = items.len().min(budget as usize);
-        for id in &items[..take] {
-            remove(store, ctx, height, kind, id, events)?;
+        let mut finished_items = 0;
+        for id in &items {
+            if budget == 0 {
+                break;
+            }
+            let (removed, finished) = if kind == ExpiryKind::Gradient {
+                expire_gradients(store, height, id, budget, events)?
+            } else {
+                remove(store, ctx, height, kind, id, events)?;
+                (1, true)
+            };
+            budget -= removed.min(budget);
+            done += removed;
+            if !finished {
+                break;
+            }
+            finished_items += 1;
         }
-        if take == items.len() {
+        if finished_items == items.len() {
             store.delete(&key);
         } else {
-            store.put(&key, &list_value(&items[take..])?);
+            store.put(&key, &list_value(&items[finished_items..])?);
         }
-        let take = u32::try_from(take).unwrap_or(u32::MAX);
-        budget -= take;
-        done += take;
     }
     Ok(done)
+}
+
+/// Removes up to `budget` gradients of one queued batch; returns how many
+/// and whether the batch is done.
+fn expire_gradients(
+    store: &mut impl Store,
+    height: u64,
+    batch_id: &[u8],
+    budget: u32,
+    events: &mut Events,
+) -> Result<(u32, bool)> {
+    let (removed, finished) = crate::gradients::expire_batch(store, height, batch_id, budget)?;
+    for cid in &removed {
+        expired(events, ExpiryKind::Gradient, cid_text(cid));
+        unpin_if_unreferenced(store, cid, events)?;
+    }
+    Ok((u32::try_from(removed.len()).unwrap_or(u32::MAX), finished))
 }
 
 fn parse_key(key: &[u8]) -> Result<(u64, ExpiryKind)> {
@@ -125,17 +154,7 @@ fn remove(
 ) -> Result<()> {
     match kind {
         ExpiryKind::Gradient => {
-            let key = crate::gradients::gradient_key(id);
-            if let Some(g) = get_record::<StoredGradient>(store, &key)?
-                && g.expiry_height == height
-            {
-                store.delete(key.as_bytes());
-                let round = g.metadata.as_ref().map_or(0, |m| m.round_id);
-                let marker = crate::gradients::by_round_key(round, g.block_height, id);
-                store.delete(marker.as_bytes());
-                expired(events, kind, cid_text(id));
-                unpin_if_unreferenced(store, id, events)?;
-            }
+            expire_gradients(store, height, id, u32::MAX, events)?;
         }
         ExpiryKind::Replica => {
             let key = replica_key(id);

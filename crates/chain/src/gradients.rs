@@ -6,29 +6,34 @@
 //! exactly 2048 tokens each, every chunk in the gradient's shard and round,
 //! bounded strings), the proof of work, the miner's stake, the round being
 //! open, the shard being `AssignShard`'s, and the CID being new. The record
-//! expires `retention_gradient_blocks` later; its CID joins the list of the
-//! block's gradients that the next block samples for availability
-//! challenges.
+//! expires `retention_gradient_blocks` later.
+//!
+//! Storage: a block's records are appended to 16 batches under `(height,
+//! list shard of the CID)` ([`crate::batches`], the CID as item id, the
+//! record without its CID as body), so a block writes a few fresh values
+//! instead of a random B-tree page per record. The batches of a height are
+//! what the next block samples for availability challenges, what a round's
+//! listing reads, and what retention removes: each batch is queued for
+//! expiry once, when its first record arrives.
 //!
 //! Proof of work (hashcash): `sha256("r3mes-pow-v1" || miner (20 bytes) ||
 //! CID bytes || be64(round_id) || be64(pow_nonce))` must start with
 //! `pow_difficulty_bits` zero bits.
 
 use cid::Cid;
+use prost::Message;
 
 use crate::accounts::{Store, StoreRead};
+use crate::batches::{self, Item};
 use crate::crypto::{Address, sha256};
 use crate::exec::{Ctx, Events, check_len, emit, parse_cid, require_stake};
 use crate::proto::{
     EvGradientStored, GradientMetadata, MsgSubmitGradient, MsgSubmitGradientResponse,
     StoredGradient, event,
 };
-use crate::rounds::{assigned_shard, open_round};
+use crate::rounds::assigned_shard;
 use crate::state::Key;
-use crate::tables::{
-    ExpiryKind, GRADIENT, GRADIENT_BY_ROUND, GRADIENTS_AT_HEIGHT, get_record, list_push,
-    list_shard, put_record, schedule_expiry,
-};
+use crate::tables::{ExpiryKind, GRADIENT, decode_record, list_shard, schedule_expiry};
 use crate::{Error, Result};
 
 /// Domain tag of the proof-of-work hash.
@@ -37,31 +42,113 @@ pub const POW_DOMAIN: &[u8] = b"r3mes-pow-v1";
 /// Gradient formats the keeper accepts in metadata.
 pub const FORMATS: [&str; 3] = ["protobuf", "safetensors", "pickle_gzip"];
 
-/// The key of a stored gradient.
-pub fn gradient_key(cid_bytes: &[u8]) -> Key {
-    Key::new(GRADIENT).tail(cid_bytes)
+/// The key of the batch of gradients included at `height` whose CIDs fall
+/// in list shard `shard`.
+pub fn batch_key(height: u64, shard: u8) -> Key {
+    Key::new(GRADIENT).u64(height).u8(shard)
 }
 
-/// The per-round listing marker of a gradient: `round || inclusion height
-/// || CID`, its value the miner's 20 bytes. A block's markers share one
-/// `(round, height)` prefix, so they fill a few fresh pages instead of
-/// dirtying one random page each.
-pub fn by_round_key(round_id: u64, height: u64, cid_bytes: &[u8]) -> Key {
-    Key::new(GRADIENT_BY_ROUND)
-        .u64(round_id)
-        .u64(height)
-        .tail(cid_bytes)
+/// The prefix of the batches of gradients included at `height`.
+pub fn batches_at(height: u64) -> Key {
+    Key::new(GRADIENT).u64(height)
 }
 
-/// The prefix of the lists of gradients included at `height` (sampled at
-/// `height + 1`); each list shard is one key under it.
-pub fn included_key(height: u64) -> Key {
-    Key::new(GRADIENTS_AT_HEIGHT).u64(height)
+/// The record of a batch item (its CID is the item id).
+fn decode_item(item: Item<'_>) -> Result<StoredGradient> {
+    let mut g: StoredGradient = decode_record(item.body, "stored gradient")?;
+    g.ipfs_hash = item.id.to_vec();
+    Ok(g)
 }
 
 /// The stored gradient with CID bytes `cid_bytes`.
 pub fn get_gradient(store: &impl StoreRead, cid_bytes: &[u8]) -> Result<Option<StoredGradient>> {
-    get_record(store, &gradient_key(cid_bytes))
+    with_body(store, cid_bytes, |body| {
+        decode_item(Item {
+            id: cid_bytes,
+            body,
+        })
+    })
+}
+
+/// Whether a gradient with CID bytes `cid_bytes` is stored.
+pub fn is_stored(store: &impl StoreRead, cid_bytes: &[u8]) -> Result<bool> {
+    Ok(with_body(store, cid_bytes, |_| Ok(()))?.is_some())
+}
+
+/// Applies `f` to the stored body of `cid_bytes`, looked up in the batch
+/// the committed index names and, inside a block, in the batch this block
+/// would have added it to.
+fn with_body<T>(
+    store: &impl StoreRead,
+    cid_bytes: &[u8],
+    f: impl FnOnce(&[u8]) -> Result<T>,
+) -> Result<Option<T>> {
+    let committed = store.committed_batch_of(cid_bytes)?;
+    let pending = store
+        .writing_height()
+        .map(|h| batch_key(h, list_shard(cid_bytes)).into_bytes())
+        .filter(|key| Some(key) != committed.as_ref());
+    for key in committed.iter().chain(pending.iter()) {
+        if let Some(value) = store.get(key)?
+            && let Some(body) = batches::find(&value, cid_bytes)?
+        {
+            return f(body).map(Some);
+        }
+    }
+    Ok(None)
+}
+
+/// The gradients included at `height` for which `keep(CID bytes)` holds,
+/// by list shard, each shard in inclusion order (only those are decoded).
+pub fn included_at(
+    store: &impl StoreRead,
+    height: u64,
+    mut keep: impl FnMut(&[u8]) -> bool,
+) -> Result<Vec<StoredGradient>> {
+    let mut out = Vec::new();
+    for (_, value) in store.scan_prefix(batches_at(height).as_bytes(), usize::MAX)? {
+        for item in batches::items(&value)? {
+            if keep(item.id) {
+                out.push(decode_item(item)?);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Removes, in order, up to `budget` gradients of the batch `batch_id`
+/// (`be64 height || shard`, as queued) that expire at `expiry`; the rest
+/// stay. Returns the removed CIDs and whether none of those that expire
+/// at `expiry` is left.
+pub fn expire_batch(
+    store: &mut impl Store,
+    expiry: u64,
+    batch_id: &[u8],
+    budget: u32,
+) -> Result<(Vec<Vec<u8>>, bool)> {
+    let key = Key::new(GRADIENT).tail(batch_id);
+    let Some(value) = store.get(key.as_bytes())? else {
+        return Ok((Vec::new(), true));
+    };
+    let mut removed = Vec::new();
+    let mut kept = Vec::new();
+    let mut finished = true;
+    for item in batches::items(&value)? {
+        if decode_item(item)?.expiry_height != expiry {
+            kept.push(item);
+        } else if removed.len() < budget as usize {
+            removed.push(item.id.to_vec());
+        } else {
+            finished = false;
+            kept.push(item);
+        }
+    }
+    if kept.is_empty() {
+        store.delete(key.as_bytes());
+    } else if !removed.is_empty() {
+        store.put(key.as_bytes(), &batches::encode(&kept)?);
+    }
+    Ok((removed, finished))
 }
 
 /// The proof-of-work digest of a submission.
@@ -170,7 +257,7 @@ pub fn submit(
         return Err(Error::InsufficientWork { required, found });
     }
     require_stake(store, ctx, miner, "miner")?;
-    let round = match open_round(store, ctx.height)? {
+    let round = match ctx.open_round {
         Some(r) if r.round_id == meta.round_id => r,
         other => {
             return Err(Error::RoundNotOpen {
@@ -179,7 +266,7 @@ pub fn submit(
             });
         }
     };
-    let expected = assigned_shard(&round, miner)?;
+    let expected = assigned_shard(round, miner)?;
     if meta.shard_id != expected {
         return Err(Error::WrongShard {
             expected,
@@ -187,35 +274,35 @@ pub fn submit(
         });
     }
     let cid_bytes = cid.to_bytes();
-    let key = gradient_key(&cid_bytes);
-    if store.get(key.as_bytes())?.is_some() {
+    if is_stored(store, &cid_bytes)? {
         return Err(Error::AlreadyExists(format!("gradient {cid}")));
     }
     let expiry = ctx
         .height
         .saturating_add(ctx.params.retention_gradient_blocks);
+    // The CID is the item id; the body leaves it out.
     let record = StoredGradient {
         miner: miner.as_bytes().to_vec(),
-        ipfs_hash: cid_bytes.clone(),
+        ipfs_hash: Vec::new(),
         metadata: Some(meta.clone()),
         block_height: ctx.height,
         expiry_height: expiry,
     };
-    put_record(store, &key, &record);
-    schedule_expiry(store, expiry, ExpiryKind::Gradient, &cid_bytes)?;
-    list_push(
-        store,
-        &included_key(ctx.height).u8(list_shard(&cid_bytes)),
-        &cid_bytes,
-    )?;
-    store.put(
-        by_round_key(meta.round_id, ctx.height, &cid_bytes).as_bytes(),
-        miner.as_bytes(),
-    );
+    let key = batch_key(ctx.height, list_shard(&cid_bytes));
+    let mut batch = match store.get(key.as_bytes())? {
+        Some(batch) => batch,
+        None => {
+            schedule_expiry(store, expiry, ExpiryKind::Gradient, &key.as_bytes()[1..])?;
+            Vec::new()
+        }
+    };
+    batches::push(&mut batch, &cid_bytes, &record.encode_to_vec())?;
+    store.put(key.as_bytes(), &batch);
     emit(
         events,
         event::Kind::GradientStored(EvGradientStored {
-            ipfs_hash: cid.to_string(),
+            // parse_cid accepted only the canonical text.
+            ipfs_hash: msg.ipfs_hash.clone(),
             miner: miner.to_string(),
             round_id: meta.round_id,
             shard_id: meta.shard_id,

@@ -21,6 +21,7 @@ use crate::apply::{TxOutcome, apply_tx, size_limit};
 use crate::exec::{Ctx, Events};
 use crate::genesis::{ChainInfo, Genesis, apply_genesis, block_time_at};
 use crate::params::Params;
+use crate::proto::Round;
 use crate::state::{BlockWriter, State};
 use crate::tables::{CHAIN_INFO, PARAMS, singleton};
 use crate::tx::SignedTx;
@@ -121,11 +122,13 @@ impl Keeper {
     pub fn begin_block(&self, height: u64, block_hash: [u8; 32]) -> Result<Block<'_>> {
         let writer = self.state.begin_block(height)?;
         let time_ms = self.block_time_ms(height)?;
+        let open_round = rounds::open_round(&writer, height)?;
         Ok(Block {
             keeper: self,
             writer,
             time_ms,
             block_hash,
+            open_round,
             ended: false,
         })
     }
@@ -143,19 +146,23 @@ pub struct Block<'k> {
     writer: BlockWriter<'k>,
     time_ms: i64,
     block_hash: [u8; 32],
+    open_round: Option<Round>,
     ended: bool,
 }
 
 impl<'k> Block<'k> {
-    fn ctx(&self) -> Ctx<'k> {
+    /// The writer and the context rules run in.
+    fn parts(&mut self) -> (&mut BlockWriter<'k>, Ctx<'_>) {
         let keeper = self.keeper;
-        Ctx {
+        let ctx = Ctx {
             params: &keeper.params,
             chain_id: &keeper.info.chain_id,
             height: self.writer.height(),
             time_ms: self.time_ms,
             block_hash: self.block_hash,
-        }
+            open_round: self.open_round.as_ref(),
+        };
+        (&mut self.writer, ctx)
     }
 
     /// The block's height.
@@ -173,8 +180,8 @@ impl<'k> Block<'k> {
         if self.ended {
             return Err(Error::Store("transaction delivered after end_block".into()));
         }
-        let ctx = self.ctx();
-        apply_tx(&mut self.writer, tx, &ctx)
+        let (writer, ctx) = self.parts();
+        apply_tx(writer, tx, &ctx)
     }
 
     /// Decodes and applies transaction bytes.
@@ -188,9 +195,9 @@ impl<'k> Block<'k> {
         if self.ended {
             return Ok(Events::new());
         }
-        let ctx = self.ctx();
         let mut events = Events::new();
-        self.writer.transaction(|t| {
+        let (writer, ctx) = self.parts();
+        writer.transaction(|t| {
             challenges::end_block(t, &ctx, &mut events)?;
             rounds::end_block(t, &ctx, &mut events)?;
             gc::end_block(t, &ctx, &mut events)?;

@@ -21,6 +21,7 @@
 pub mod accounts;
 pub mod apphash;
 pub mod apply;
+pub mod batches;
 pub mod bench;
 pub mod challenges;
 pub mod crypto;

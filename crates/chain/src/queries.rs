@@ -6,7 +6,7 @@ use crate::accounts::{Account, StoreRead, get_account, total_supply};
 use crate::challenges::{get_challenge, pending_for};
 use crate::crypto::Address;
 use crate::datasets::get_dataset;
-use crate::gradients::get_gradient;
+use crate::gradients::{get_gradient, included_at};
 use crate::models::{latest_version, model_key, trace_key};
 use crate::pins::pin_key;
 use crate::proto::{
@@ -16,9 +16,7 @@ use crate::proto::{
 use crate::replicas::replica_key;
 use crate::rounds::{assigned_shard, current_round, get_round};
 use crate::state::Key;
-use crate::tables::{
-    DATASET, GRADIENT_BY_ROUND, PIN, SHARD, VERIFICATION, get_record, parse_hex, scan_records,
-};
+use crate::tables::{DATASET, PIN, SHARD, VERIFICATION, get_record, parse_hex, scan_records};
 use crate::{Error, Result};
 
 /// An account (balance, stake, unbonding, sequence).
@@ -43,29 +41,30 @@ pub fn gradient(store: &impl StoreRead, cid: &str) -> Result<Option<StoredGradie
 }
 
 /// Gradients of `round`, optionally only `miner`'s, at most `limit`, in
-/// (inclusion height, CID) order. With a miner the round's listing is
-/// filtered, so the cost is the round's size.
+/// storage order (inclusion height, then batch, then inclusion). The
+/// round's blocks are read one height at a time, so the cost is the
+/// round's size.
 pub fn gradients_in_round(
     store: &impl StoreRead,
     round: u64,
     miner: Option<&Address>,
     limit: usize,
 ) -> Result<Vec<StoredGradient>> {
-    let prefix = Key::new(GRADIENT_BY_ROUND).u64(round);
-    let scan = if miner.is_some() { usize::MAX } else { limit };
+    let Some(r) = get_round(store, round)? else {
+        return Ok(Vec::new());
+    };
     let mut out = Vec::new();
-    for (key, who) in store.scan_prefix(prefix.as_bytes(), scan)? {
+    for height in r.start_height.saturating_add(1)..=r.end_height {
         if out.len() >= limit {
             break;
         }
-        if miner.is_some_and(|m| m.as_bytes() != who.as_slice()) {
-            continue;
-        }
-        let cid = key
-            .get(1 + 8 + 8..)
-            .ok_or_else(|| Error::Store("short round listing key".into()))?;
-        if let Some(g) = get_gradient(store, cid)? {
-            out.push(g);
+        for g in included_at(store, height, |_| true)? {
+            if out.len() >= limit {
+                break;
+            }
+            if miner.is_none_or(|m| m.as_bytes() == g.miner.as_slice()) {
+                out.push(g);
+            }
         }
     }
     Ok(out)

@@ -62,6 +62,7 @@ use redb::{
 };
 
 use crate::apphash::{self, Hash};
+use crate::batches::{self, BatchChange, BatchIndex};
 use crate::{Error, Result};
 
 /// Every state record: key bytes -> value bytes.
@@ -93,7 +94,11 @@ pub struct Key(Vec<u8>);
 impl Key {
     /// Starts a key in the table with prefix byte `table`.
     pub fn new(table: u8) -> Self {
-        Key(vec![table])
+        // Room for the longest usual key (table, CID, address, ids) so
+        // building it allocates once.
+        let mut bytes = Vec::with_capacity(64);
+        bytes.push(table);
+        Key(bytes)
     }
 
     /// Appends one byte.
@@ -186,21 +191,45 @@ struct Index {
     /// The checkpoint is unrelated to this index (rebuilt from `kv-0`):
     /// the next checkpoint rewrites `buckets-0` whole.
     rewrite: bool,
+    /// Where each batched record is ([`crate::batches`]); not checkpointed,
+    /// rebuilt from the batch values at open.
+    batches: BatchIndex,
 }
 
 impl Index {
     /// The index over the pairs of `kv`, hashing every pair.
     fn rebuild(kv: &impl ReadableTable<&'static [u8], &'static [u8]>, height: u64) -> Result<Self> {
         let mut buckets = vec![Vec::new(); apphash::BUCKETS];
+        let mut batch_index = BatchIndex::default();
         for entry in kv.iter().map_err(store_err)? {
             let (k, v) = entry.map_err(store_err)?;
             let (k, v) = (k.value(), v.value());
             buckets[usize::from(apphash::bucket_of(k))].push(apphash::leaf_hash(k, v));
+            if batches::is_batch_key(k) {
+                batch_index.insert_all(k, v);
+            }
         }
         for leaves in &mut buckets {
             leaves.sort_unstable();
         }
-        Ok(Self::from_buckets(buckets, height, true))
+        let mut index = Self::from_buckets(buckets, height, true);
+        index.batches = batch_index;
+        Ok(index)
+    }
+
+    /// The batch index of `kv`, reading only the batch tables.
+    fn index_batches(kv: &impl ReadableTable<&'static [u8], &'static [u8]>) -> Result<BatchIndex> {
+        let mut index = BatchIndex::default();
+        for table in batches::BATCH_TABLES {
+            for entry in kv.range([table].as_slice()..).map_err(store_err)? {
+                let (k, v) = entry.map_err(store_err)?;
+                if k.value().first() != Some(&table) {
+                    break;
+                }
+                index.insert_all(k.value(), v.value());
+            }
+        }
+        Ok(index)
     }
 
     /// The index from the `buckets-0` checkpoint (each root recomputed from
@@ -230,6 +259,7 @@ impl Index {
             tree,
             dirty: BTreeSet::new(),
             rewrite,
+            batches: BatchIndex::default(),
         }
     }
 
@@ -329,9 +359,11 @@ impl State {
         let mut index = None;
         if read_index_height(&meta)? == Some(height) {
             let buckets = txn.open_table(BUCKETS).map_err(store_err)?;
-            let loaded = Index::load(&buckets, height)?;
+            let mut loaded = Index::load(&buckets, height)?;
             // A checkpoint that disagrees is rebuilt below, not trusted.
             if loaded.tree.root() == expected {
+                let kv = txn.open_table(KV).map_err(store_err)?;
+                loaded.batches = Index::index_batches(&kv)?;
                 index = Some(loaded);
             }
         }
@@ -431,6 +463,22 @@ impl State {
             *guard = None;
             guard
         })
+    }
+
+    /// The key of the committed batch holding the record `id` (see
+    /// [`crate::batches`]), from the in-memory index.
+    pub fn batch_of(&self, id: &[u8]) -> Result<Option<Vec<u8>>> {
+        let mut guard = self.lock_index();
+        if guard.is_none() {
+            let txn = self.db.begin_read().map_err(store_err)?;
+            let height = read_height(&txn.open_table(META).map_err(store_err)?)?;
+            let kv = txn.open_table(KV).map_err(store_err)?;
+            *guard = Some(Index::rebuild(&kv, height)?);
+        }
+        Ok(guard
+            .as_ref()
+            .and_then(|index| index.batches.get(id))
+            .map(<[u8]>::to_vec))
     }
 
     /// The last committed block height (0 before the first block).
@@ -617,6 +665,12 @@ impl BlockWriter<'_> {
         self.height
     }
 
+    /// The key of the committed batch holding the record `id`
+    /// ([`State::batch_of`]); this block's own batches are not in it.
+    pub fn batch_of(&self, id: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.state.batch_of(id)
+    }
+
     /// The value under `key` as this block sees it: staged writes first,
     /// then the committed state.
     pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
@@ -680,7 +734,7 @@ impl BlockWriter<'_> {
         let mut txn = self.state.db.begin_write().map_err(store_err)?;
         txn.set_durability(Durability::Immediate)
             .map_err(store_err)?;
-        let (hash, staged, update) = {
+        let (hash, staged, update, batch_changes) = {
             let mut meta = txn.open_table(META).map_err(store_err)?;
             let expected = next_height(read_height(&meta)?)?;
             if self.height != expected {
@@ -700,13 +754,18 @@ impl BlockWriter<'_> {
             // Each write displaces the old value, whose leaf leaves its
             // bucket; a write that changes nothing touches no bucket.
             let mut changes: BTreeMap<u16, Vec<BucketChange>> = BTreeMap::new();
+            let mut batch_changes = Vec::new();
             for (key, value) in &self.staged {
                 let old = match value {
                     Some(v) => kv.insert(key.as_slice(), v.as_slice()),
                     None => kv.remove(key.as_slice()),
                 }
-                .map_err(store_err)?
-                .map(|old| apphash::leaf_hash(key, old.value()));
+                .map_err(store_err)?;
+                if batches::is_batch_key(key) {
+                    let old = old.as_ref().map(|o| o.value());
+                    batch_changes.push(BatchChange::plan(key, old, value.as_deref()));
+                }
+                let old = old.map(|old| apphash::leaf_hash(key, old.value()));
                 let new = value.as_ref().map(|v| apphash::leaf_hash(key, v));
                 if old != new {
                     changes
@@ -723,7 +782,7 @@ impl BlockWriter<'_> {
                 .map_err(store_err)?;
             meta.insert(META_APP_HASH, hash.as_slice())
                 .map_err(store_err)?;
-            (hash, staged, update)
+            (hash, staged, update, batch_changes)
         };
         if let Err(e) = txn.commit() {
             // The commit may or may not have reached the disk: rebuild the
@@ -736,6 +795,9 @@ impl BlockWriter<'_> {
             for (bucket, leaves, _) in staged {
                 index.buckets[usize::from(bucket)] = leaves;
                 index.dirty.insert(bucket);
+            }
+            for change in batch_changes {
+                index.batches.apply(change);
             }
             index.height = self.height;
         }
@@ -751,6 +813,17 @@ pub struct Tx<'b, 'a> {
 }
 
 impl Tx<'_, '_> {
+    /// The height of the block this transaction belongs to.
+    pub fn height(&self) -> u64 {
+        self.block.height
+    }
+
+    /// The key of the committed batch holding the record `id`
+    /// ([`State::batch_of`]).
+    pub fn batch_of(&self, id: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.block.batch_of(id)
+    }
+
     /// The value under `key` as this transaction sees it: its own writes,
     /// then the block's, then the committed state.
     pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
@@ -869,6 +942,35 @@ mod tests {
         .unwrap();
         assert_eq!(b.scan_prefix(&[2], 10).unwrap().len(), 1);
         assert!(b.scan_prefix(&[3], 10).unwrap().is_empty());
+    }
+
+    #[test]
+    fn batch_index_follows_commits_and_is_rebuilt_when_lost() {
+        let s = State::in_memory().unwrap();
+        let key = |h: u8| vec![crate::tables::GRADIENT, h];
+        let mut value = Vec::new();
+        batches::push(&mut value, b"id-1", b"one").unwrap();
+        batches::push(&mut value, b"id-2", b"two").unwrap();
+        let mut b = s.begin_block(1).unwrap();
+        b.put(&key(1), &value);
+        // Not committed yet: not in the committed index.
+        assert_eq!(b.batch_of(b"id-1").unwrap(), None);
+        b.commit().unwrap();
+        assert_eq!(s.batch_of(b"id-2").unwrap(), Some(key(1)));
+        let mut moved = Vec::new();
+        batches::push(&mut moved, b"id-2", b"two").unwrap();
+        let mut b = s.begin_block(2).unwrap();
+        b.put(&key(1), &moved);
+        b.commit().unwrap();
+        assert_eq!(s.batch_of(b"id-1").unwrap(), None);
+        assert_eq!(s.batch_of(b"id-2").unwrap(), Some(key(1)));
+        *s.lock_index() = None;
+        assert_eq!(s.batch_of(b"id-2").unwrap(), Some(key(1)));
+        assert_eq!(s.batch_of(b"id-1").unwrap(), None);
+        let mut b = s.begin_block(3).unwrap();
+        b.delete(&key(1));
+        b.commit().unwrap();
+        assert_eq!(s.batch_of(b"id-2").unwrap(), None);
     }
 
     #[test]

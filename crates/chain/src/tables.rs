@@ -11,9 +11,7 @@
 //! | `0x10` | address | account (see [`crate::accounts`]) |
 //! | `0x11` | - | total supply |
 //! | `0x12` | address | validator marker (empty) |
-//! | `0x20` | CID bytes | `StoredGradient` |
-//! | `0x21` | be64 height, list shard | list of gradient CIDs included at that height (deleted once sampled) |
-//! | `0x22` | be64 round, be64 height, CID bytes | per-round listing marker (value: miner address) |
+//! | `0x20` | be64 inclusion height, list shard of the CID | batch of `StoredGradient`s, CID as item id ([`crate::batches`]) |
 //! | `0x23` | be64 height, kind byte, list shard | list of record ids expiring at that height |
 //! | `0x24` | CID bytes, kind byte, record id | content reference by a model or trace (empty) |
 //! | `0x28` | be64 round | `Round` |
@@ -32,10 +30,10 @@
 //! | `0x82` | - | CID bytes of the dataset new rounds use |
 //!
 //! Lists are values made of items `be16(len) || bytes`, appended in order.
-//! The two lists every gradient joins are split into 16 shards by the low
-//! four bits of the item's last byte ([`list_shard`]), so appending copies a
-//! sixteenth of a busy block's list, not all of it; readers take the shards
-//! in key order.
+//! The retention queue and the gradient batches are split into 16 shards
+//! by the low four bits of the item's last byte ([`list_shard`]), so
+//! appending copies a sixteenth of a busy block's list, not all of it;
+//! readers take the shards in key order.
 
 use prost::Message;
 
@@ -49,12 +47,8 @@ pub const PARAMS: u8 = 0x01;
 pub const CHAIN_INFO: u8 = 0x02;
 /// Validator markers.
 pub const VALIDATOR: u8 = 0x12;
-/// Stored gradients by CID.
+/// Batches of stored gradients by inclusion height and list shard.
 pub const GRADIENT: u8 = 0x20;
-/// Gradients included at a height, waiting for sampling.
-pub const GRADIENTS_AT_HEIGHT: u8 = 0x21;
-/// Gradients by round and miner (listing markers).
-pub const GRADIENT_BY_ROUND: u8 = 0x22;
 /// Retention queue: ids expiring at a height, per record kind.
 pub const EXPIRY: u8 = 0x23;
 /// References to content by models and traces (markers).
@@ -92,7 +86,8 @@ pub const ROUND_DATASET: u8 = 0x82;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
 pub enum ExpiryKind {
-    /// A stored gradient (id: CID bytes).
+    /// A batch of stored gradients (id: be64 inclusion height || list
+    /// shard, the batch key without its table byte).
     Gradient = 1,
     /// A replica (id: replica CID bytes).
     Replica = 2,

@@ -53,6 +53,7 @@ fn apply(
         height: b.height(),
         time_ms: t,
         block_hash: [0; 32],
+        open_round: None,
     };
     apply_tx(b, tx, &ctx)
 }

@@ -451,6 +451,56 @@ fn gradient_duplicate_cid_is_rejected() {
 }
 
 #[test]
+fn gradient_lookups_survive_a_reopen_and_end_with_retention() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.redb");
+    let mut chain = Chain::on_disk(&path, 1, 3, params());
+    chain.advance_to(2);
+    let (first, _) = chain.submit_gradient(2, 21);
+    let (second, _) = chain.submit_gradient(3, 22);
+    let hash = chain.keeper.app_hash().unwrap();
+    let mut chain = chain.reopen(&path);
+    assert_eq!(chain.keeper.app_hash().unwrap(), hash);
+    for cid in [&first, &second] {
+        let g = queries::gradient(chain.keeper.state(), &cid.to_string())
+            .unwrap()
+            .expect("stored");
+        assert_eq!(g.ipfs_hash, cid.to_bytes());
+        let m = chain.gradient_msg(4, cid);
+        let tx = chain.sign(4, m);
+        chain.reject(tx, 67);
+    }
+    let listed = queries::gradients_in_round(chain.keeper.state(), 1, None, 10).unwrap();
+    assert_eq!(listed.len(), 2);
+    let mine = queries::gradients_in_round(chain.keeper.state(), 1, Some(&addr(3)), 10).unwrap();
+    assert_eq!(mine.len(), 1);
+    assert_eq!(mine[0].ipfs_hash, second.to_bytes());
+    // Retention removes both, unpins them, and the CID is free again.
+    let expiry = listed.iter().map(|g| g.expiry_height).max().unwrap();
+    let events = chain.advance_to(expiry);
+    let unpinned = events
+        .iter()
+        .filter(|e| matches!(e.kind, Some(event::Kind::Unpin(_))))
+        .count();
+    assert_eq!(unpinned, 2);
+    assert!(
+        queries::gradient(chain.keeper.state(), &first.to_string())
+            .unwrap()
+            .is_none()
+    );
+    let chain = chain.reopen(&path);
+    assert!(
+        queries::gradient(chain.keeper.state(), &second.to_string())
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(
+        chain.keeper.state().recompute_app_hash().unwrap(),
+        chain.keeper.app_hash().unwrap()
+    );
+}
+
+#[test]
 fn gradient_envelope_rejections() {
     let mut chain = chain_with(params());
     let cid = cid_of(13);

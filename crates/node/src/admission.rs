@@ -130,6 +130,8 @@ impl Admission {
                 height,
                 time_ms,
                 block_hash: [0; 32],
+                // The metadata checks do not look at the round.
+                open_round: None,
             };
             r3mes_chain::gradients::check_metadata(&ctx, meta).map_err(to_status)?;
         }

@@ -137,6 +137,24 @@ impl Chain {
         }
     }
 
+    /// A fresh chain whose state is the redb file `path`, at height 1.
+    pub fn on_disk(path: &std::path::Path, validators: u32, miners: u32, params: Params) -> Self {
+        let state = State::open(path).expect("state");
+        let keeper = Keeper::init(state, &genesis(validators, miners, params)).expect("genesis");
+        Chain {
+            keeper,
+            seqs: BTreeMap::new(),
+        }
+    }
+
+    /// Closes the keeper (checkpointing its index) and opens `path` again.
+    pub fn reopen(self, path: &std::path::Path) -> Self {
+        let seqs = self.seqs;
+        drop(self.keeper);
+        let keeper = Keeper::open(State::open(path).expect("state")).expect("open");
+        Chain { keeper, seqs }
+    }
+
     /// The next block's height.
     pub fn next_height(&self) -> u64 {
         self.keeper.height().expect("height") + 1

@@ -1,0 +1,458 @@
+//! The ABCI application: each CometBFT request mapped onto the keeper.
+//!
+//! Heights: the keeper applies the genesis as its block 1, so CometBFT's
+//! block `h` (the chain starts at `initial_height` 1) is the keeper's block
+//! `h + 1`, and `Info` reports the keeper's height minus one. The block
+//! hash CometBFT sends is the keeper's seed for sampling and shard
+//! assignment; CometBFT's block time is not used (the keeper's time is
+//! `genesis_time_ms + height * block_time_ms`, the same on every node).
+//!
+//! `FinalizeBlock` runs the block and commits it to the store (the app hash
+//! it must return is the committed one); `Commit` then has nothing left to
+//! write. A `FinalizeBlock` repeated for the height just committed (a
+//! CometBFT replay) gets the same response again. `CheckTx` keeps the next
+//! expected sequence per signer over the committed state, so several
+//! transactions of one account can wait in the mempool; it starts afresh
+//! after every block, when CometBFT rechecks its mempool.
+
+use std::collections::HashMap;
+
+use prost::Message;
+use r3mes_chain::apply::TxResponse;
+use r3mes_chain::exec::{Events, event_parts};
+use r3mes_chain::genesis::Genesis;
+use r3mes_chain::proto::Event;
+use r3mes_chain::state::State;
+use r3mes_chain::tables::hex_lower;
+use r3mes_chain::{Address, Keeper, queries};
+use tendermint_proto::v0_38::abci::{
+    self as abci, ExecTxResult, Request, RequestCheckTx, RequestFinalizeBlock, RequestInitChain,
+    RequestPrepareProposal, RequestProcessProposal, RequestQuery, Response, ResponseCheckTx,
+    ResponseCommit, ResponseEcho, ResponseException, ResponseFinalizeBlock, ResponseFlush,
+    ResponseInfo, ResponseInitChain, ResponsePrepareProposal, ResponseProcessProposal,
+    ResponseQuery, request, response,
+};
+
+/// `codespace` of every error the keeper returns.
+pub const CODESPACE: &str = "r3mes";
+
+/// Query answer codes besides the keeper's error codes.
+pub mod query_code {
+    /// The record does not exist.
+    pub const NOT_FOUND: u32 = 1;
+    /// The path or its argument is malformed.
+    pub const BAD_REQUEST: u32 = 2;
+}
+
+enum Phase {
+    /// No genesis yet: waiting for `InitChain`.
+    Fresh(State),
+    Running(Box<Keeper>),
+    /// Genesis failed half way; every request gets this error.
+    Failed(String),
+}
+
+/// The application CometBFT drives (see the module docs).
+pub struct App {
+    phase: Phase,
+    /// CheckTx: next expected sequence per signer, over the committed state.
+    check: HashMap<Address, u64>,
+    /// The last `FinalizeBlock` (CometBFT height and response), for replays.
+    last: Option<(i64, ResponseFinalizeBlock)>,
+}
+
+type Handled<T> = Result<T, String>;
+
+impl App {
+    /// An application over `state`: opened as is if a genesis was applied,
+    /// otherwise waiting for `InitChain`.
+    pub fn new(state: State) -> Result<Self, r3mes_chain::Error> {
+        let phase = if state.height()? > 0 {
+            Phase::Running(Box::new(Keeper::open(state)?))
+        } else {
+            Phase::Fresh(state)
+        };
+        Ok(App {
+            phase,
+            check: HashMap::new(),
+            last: None,
+        })
+    }
+
+    /// The keeper, once the chain is initialised.
+    pub fn keeper(&self) -> Option<&Keeper> {
+        match &self.phase {
+            Phase::Running(k) => Some(k),
+            _ => None,
+        }
+    }
+
+    /// Answers one request. Failures that CometBFT must not ignore come
+    /// back as `Exception`.
+    pub fn handle(&mut self, req: Request) -> Response {
+        let value = match req.value {
+            None => Err("empty ABCI request".to_owned()),
+            Some(value) => self.dispatch(value),
+        };
+        Response {
+            value: Some(value.unwrap_or_else(|error| {
+                tracing::warn!(%error, "ABCI exception");
+                response::Value::Exception(ResponseException { error })
+            })),
+        }
+    }
+
+    fn dispatch(&mut self, value: request::Value) -> Handled<response::Value> {
+        use request::Value as Q;
+        use response::Value as A;
+        Ok(match value {
+            Q::Echo(r) => A::Echo(ResponseEcho { message: r.message }),
+            Q::Flush(_) => A::Flush(ResponseFlush {}),
+            Q::Info(_) => A::Info(self.info()?),
+            Q::InitChain(r) => A::InitChain(self.init_chain(r)?),
+            Q::Query(r) => A::Query(self.query(&r)),
+            Q::CheckTx(r) => A::CheckTx(self.check_tx(&r)?),
+            Q::Commit(_) => A::Commit(ResponseCommit { retain_height: 0 }),
+            Q::PrepareProposal(r) => A::PrepareProposal(self.prepare(r)?),
+            Q::ProcessProposal(r) => A::ProcessProposal(self.process(&r)),
+            Q::FinalizeBlock(r) => A::FinalizeBlock(self.finalize(r)?),
+            Q::ExtendVote(_) => A::ExtendVote(abci::ResponseExtendVote::default()),
+            Q::VerifyVoteExtension(r) => {
+                let status = if r.vote_extension.is_empty() {
+                    abci::response_verify_vote_extension::VerifyStatus::Accept
+                } else {
+                    abci::response_verify_vote_extension::VerifyStatus::Reject
+                };
+                A::VerifyVoteExtension(abci::ResponseVerifyVoteExtension {
+                    status: status as i32,
+                })
+            }
+            // State sync is not offered: no snapshots, none accepted.
+            Q::ListSnapshots(_) => A::ListSnapshots(abci::ResponseListSnapshots::default()),
+            Q::OfferSnapshot(_) => A::OfferSnapshot(abci::ResponseOfferSnapshot {
+                result: abci::response_offer_snapshot::Result::Reject as i32,
+            }),
+            Q::LoadSnapshotChunk(_) => {
+                A::LoadSnapshotChunk(abci::ResponseLoadSnapshotChunk::default())
+            }
+            Q::ApplySnapshotChunk(_) => A::ApplySnapshotChunk(abci::ResponseApplySnapshotChunk {
+                result: abci::response_apply_snapshot_chunk::Result::Abort as i32,
+                ..Default::default()
+            }),
+        })
+    }
+
+    fn running(&self) -> Handled<&Keeper> {
+        match &self.phase {
+            Phase::Running(k) => Ok(k),
+            Phase::Fresh(_) => Err("the chain has no genesis yet: InitChain first".into()),
+            Phase::Failed(e) => Err(format!("genesis failed: {e}")),
+        }
+    }
+
+    fn info(&self) -> Handled<ResponseInfo> {
+        let (height, app_hash) = match &self.phase {
+            Phase::Running(k) => {
+                let height = k.height().map_err(|e| e.to_string())?;
+                (height, k.app_hash().map_err(|e| e.to_string())?)
+            }
+            _ => (0, [0; 32]),
+        };
+        // The keeper's block 1 is the genesis, CometBFT's height 0.
+        let comet_height = height.saturating_sub(1);
+        Ok(ResponseInfo {
+            data: "r3mes".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            app_version: 1,
+            last_block_height: i64::try_from(comet_height).map_err(|e| e.to_string())?,
+            last_block_app_hash: if comet_height == 0 {
+                Default::default()
+            } else {
+                app_hash.to_vec().into()
+            },
+        })
+    }
+
+    fn init_chain(&mut self, req: RequestInitChain) -> Handled<ResponseInitChain> {
+        let json = std::str::from_utf8(&req.app_state_bytes)
+            .map_err(|_| "app_state_bytes is not UTF-8 JSON".to_owned())?;
+        let genesis = Genesis::from_json(json).map_err(|e| e.to_string())?;
+        if genesis.chain_id != req.chain_id {
+            return Err(format!(
+                "CometBFT chain id {:?} differs from the genesis chain id {:?}",
+                req.chain_id, genesis.chain_id
+            ));
+        }
+        if req.initial_height > 1 {
+            return Err(format!(
+                "initial_height {} is not supported (the keeper starts at 1)",
+                req.initial_height
+            ));
+        }
+        let phase = std::mem::replace(&mut self.phase, Phase::Failed("genesis in progress".into()));
+        let keeper = match phase {
+            Phase::Fresh(state) => match Keeper::init(state, &genesis) {
+                Ok(k) => k,
+                Err(e) => {
+                    self.phase = Phase::Failed(e.to_string());
+                    return Err(e.to_string());
+                }
+            },
+            // InitChain again before any block (a restart): same genesis.
+            Phase::Running(k) => {
+                let fresh = k.height().map_err(|e| e.to_string())? == 1;
+                let same = k.chain_id() == genesis.chain_id;
+                self.phase = Phase::Running(k);
+                if !(fresh && same) {
+                    return Err("InitChain on a chain that already has blocks".into());
+                }
+                let k = self.running()?;
+                return init_response(k);
+            }
+            Phase::Failed(e) => {
+                self.phase = Phase::Failed(e.clone());
+                return Err(e);
+            }
+        };
+        let out = init_response(&keeper)?;
+        self.phase = Phase::Running(Box::new(keeper));
+        Ok(out)
+    }
+
+    fn check_tx(&mut self, req: &RequestCheckTx) -> Handled<ResponseCheckTx> {
+        let keeper = self.running()?;
+        let checked = (|| -> r3mes_chain::Result<(Address, u64)> {
+            let tx = keeper.decode_tx(&req.tx)?;
+            let signer = Address::of_key_bytes(&tx.as_proto().signer_pubkey)?;
+            let expected = match self.check.get(&signer) {
+                Some(seq) => *seq,
+                None => keeper.account(&signer)?.sequence,
+            };
+            let time = keeper.block_time_ms(keeper.height()?.saturating_add(1))?;
+            tx.verify(
+                keeper.chain_id(),
+                expected,
+                time,
+                keeper.params().max_clock_skew_ms,
+            )?;
+            Ok((signer, expected.saturating_add(1)))
+        })();
+        Ok(match checked {
+            Ok((signer, next)) => {
+                self.check.insert(signer, next);
+                ResponseCheckTx::default()
+            }
+            Err(e) => ResponseCheckTx {
+                code: e.code(),
+                log: e.to_string(),
+                codespace: CODESPACE.into(),
+                ..Default::default()
+            },
+        })
+    }
+
+    /// Keeps the proposed transactions that decode, in order, within
+    /// `max_tx_bytes`.
+    fn prepare(&self, req: RequestPrepareProposal) -> Handled<ResponsePrepareProposal> {
+        let keeper = self.running()?;
+        let mut room = req.max_tx_bytes;
+        let mut txs = Vec::with_capacity(req.txs.len());
+        for tx in req.txs {
+            let len = i64::try_from(tx.len()).unwrap_or(i64::MAX);
+            if len > room {
+                break;
+            }
+            if keeper.decode_tx(&tx).is_ok() {
+                room -= len;
+                txs.push(tx);
+            }
+        }
+        Ok(ResponsePrepareProposal { txs })
+    }
+
+    /// Accepts a proposal whose transactions all decode.
+    fn process(&self, req: &RequestProcessProposal) -> ResponseProcessProposal {
+        use abci::response_process_proposal::ProposalStatus;
+        let ok = self
+            .running()
+            .is_ok_and(|k| req.txs.iter().all(|tx| k.decode_tx(tx).is_ok()));
+        let status = if ok {
+            ProposalStatus::Accept
+        } else {
+            ProposalStatus::Reject
+        };
+        ResponseProcessProposal {
+            status: status as i32,
+        }
+    }
+
+    fn finalize(&mut self, req: RequestFinalizeBlock) -> Handled<ResponseFinalizeBlock> {
+        if let Some((height, resp)) = &self.last
+            && *height == req.height
+        {
+            return Ok(resp.clone());
+        }
+        let keeper = self.running()?;
+        let next = keeper.height().map_err(|e| e.to_string())?;
+        if u64::try_from(req.height).ok() != Some(next) {
+            return Err(format!(
+                "FinalizeBlock for height {} but the next block is {next}",
+                req.height
+            ));
+        }
+        let hash: [u8; 32] = req.hash.as_ref().try_into().map_err(|_| {
+            format!(
+                "block hash of {} bytes, expected 32",
+                req.hash.as_ref().len()
+            )
+        })?;
+        let err = |e: r3mes_chain::Error| e.to_string();
+        let mut block = keeper.begin_block(next + 1, hash).map_err(err)?;
+        let tx_results = req
+            .txs
+            .iter()
+            .map(|tx| match block.deliver_bytes(tx) {
+                Ok(outcome) => ExecTxResult {
+                    data: response_data(&outcome.response).into(),
+                    events: abci_events(&outcome.events),
+                    ..Default::default()
+                },
+                Err(e) => ExecTxResult {
+                    code: e.code(),
+                    log: e.to_string(),
+                    codespace: CODESPACE.into(),
+                    ..Default::default()
+                },
+            })
+            .collect();
+        let events = abci_events(&block.end_block().map_err(err)?);
+        let app_hash = block.commit().map_err(err)?;
+        let resp = ResponseFinalizeBlock {
+            events,
+            tx_results,
+            app_hash: app_hash.to_vec().into(),
+            ..Default::default()
+        };
+        self.check.clear();
+        self.last = Some((req.height, resp.clone()));
+        Ok(resp)
+    }
+
+    /// Read-only queries over the committed state:
+    /// - `/status`: JSON `{chain_id, height, app_hash}` (CometBFT height);
+    /// - `/account/{address}`: JSON balance, stake, unbonding, sequence;
+    /// - `/gradient/{cid}`: the `StoredGradient`, protobuf;
+    /// - `/store` with `data` = a state key: the raw value.
+    fn query(&self, req: &RequestQuery) -> ResponseQuery {
+        let keeper = match self.running() {
+            Ok(k) => k,
+            Err(e) => return query_error(query_code::NOT_FOUND, e),
+        };
+        let height = keeper.height().unwrap_or(0).saturating_sub(1);
+        let answer = (|| -> Result<Vec<u8>, (u32, String)> {
+            let path = req.path.trim_end_matches('/');
+            let bad = |e: r3mes_chain::Error| (query_code::BAD_REQUEST, e.to_string());
+            if path == "/status" {
+                let hash = keeper.app_hash().map_err(bad)?;
+                let json = serde_json::json!({
+                    "chain_id": keeper.chain_id(),
+                    "height": height,
+                    "app_hash": hex_lower(&hash),
+                });
+                return Ok(json.to_string().into_bytes());
+            }
+            if let Some(addr) = path.strip_prefix("/account/") {
+                let addr = Address::parse(addr).map_err(bad)?;
+                let a = keeper.account(&addr).map_err(bad)?;
+                let json = serde_json::json!({
+                    "address": addr.to_string(),
+                    "balance": a.balance.to_string(),
+                    "stake": a.stake.to_string(),
+                    "unbonding": a.unbonding.to_string(),
+                    "unbonding_release_height": a.unbonding_release_height,
+                    "sequence": a.sequence,
+                });
+                return Ok(json.to_string().into_bytes());
+            }
+            if let Some(cid) = path.strip_prefix("/gradient/") {
+                return match queries::gradient(keeper.state(), cid).map_err(bad)? {
+                    Some(g) => Ok(g.encode_to_vec()),
+                    None => Err((query_code::NOT_FOUND, format!("no gradient {cid}"))),
+                };
+            }
+            if path == "/store" {
+                return keeper
+                    .state()
+                    .get(&req.data)
+                    .map_err(bad)?
+                    .ok_or_else(|| (query_code::NOT_FOUND, "no such key".into()));
+            }
+            Err((
+                query_code::BAD_REQUEST,
+                format!("unknown query path {:?}", req.path),
+            ))
+        })();
+        match answer {
+            Ok(value) => ResponseQuery {
+                value: value.into(),
+                key: req.data.clone(),
+                height: i64::try_from(height).unwrap_or(i64::MAX),
+                ..Default::default()
+            },
+            Err((code, log)) => query_error(code, log),
+        }
+    }
+}
+
+fn init_response(keeper: &Keeper) -> Handled<ResponseInitChain> {
+    Ok(ResponseInitChain {
+        app_hash: keeper
+            .app_hash()
+            .map_err(|e| e.to_string())?
+            .to_vec()
+            .into(),
+        ..Default::default()
+    })
+}
+
+fn query_error(code: u32, log: String) -> ResponseQuery {
+    ResponseQuery {
+        code,
+        log,
+        codespace: CODESPACE.into(),
+        ..Default::default()
+    }
+}
+
+/// A message's response as `ExecTxResult.data`: the protobuf
+/// `MsgSubmitGradientResponse`, an id or amount as text, or nothing.
+fn response_data(response: &TxResponse) -> Vec<u8> {
+    match response {
+        TxResponse::None => Vec::new(),
+        TxResponse::SubmitGradient(r) => r.encode_to_vec(),
+        TxResponse::ChallengeId(id) | TxResponse::TraceId(id) => id.clone().into_bytes(),
+        TxResponse::Rewards(amount) => amount.to_string().into_bytes(),
+    }
+}
+
+/// Keeper events as ABCI events: the kind's name as type, each field an
+/// indexed attribute.
+pub fn abci_events(events: &Events) -> Vec<abci::Event> {
+    events
+        .iter()
+        .filter_map(|e: &Event| {
+            let (name, fields) = event_parts(e)?;
+            Some(abci::Event {
+                r#type: name,
+                attributes: fields
+                    .into_iter()
+                    .map(|(key, value)| abci::EventAttribute {
+                        key,
+                        value,
+                        index: true,
+                    })
+                    .collect(),
+            })
+        })
+        .collect()
+}
