@@ -204,11 +204,14 @@ mod tests {
             Kind::RecordExpired(Default::default()),
             Kind::Unpin(Default::default()),
         ];
-        let names: Vec<_> = kinds
-            .into_iter()
-            .map(|k| type_name(&Event { kind: Some(k) }))
-            .collect();
+        let events: Vec<_> = kinds.into_iter().map(|k| Event { kind: Some(k) }).collect();
+        let names: Vec<_> = events.iter().map(type_name).collect();
         assert_eq!(names, EVENT_TYPES);
+        // The same names as the keeper gives the ABCI adapter's events.
+        for e in &events {
+            let (keeper_name, _) = r3mes_chain::exec::event_parts(e).unwrap();
+            assert_eq!(keeper_name, type_name(e));
+        }
         assert_eq!(type_name(&Event { kind: None }), "");
     }
 }
