@@ -3,14 +3,16 @@
 //! gRPC status and changes nothing.
 //!
 //! In order: size, protobuf decoding, a known message type, canonical
-//! encoding and the per-kind size limit (the keeper's `decode_tx`), chain
-//! id, timestamp window, public key, signature and message signer
-//! (`SignedTx::verify` at the transaction's own sequence), the gradient
-//! message's CID and metadata, then the sequence against the mempool and
-//! the committed account. When the account has nothing waiting, the
-//! transaction is finally tried on a scratch block over the committed state
-//! (dropped, never committed), so every rule of the keeper is checked
-//! before the client waits for a block.
+//! encoding and the per-kind size limit (the keeper's `decode_tx`), then
+//! the sequence against the mempool and the committed account. When the
+//! account has nothing waiting, the transaction is tried on a scratch block
+//! over the committed state (dropped, never committed): chain id,
+//! timestamp, public key, signature, signer and every rule of the keeper
+//! are checked before the client waits for a block. Otherwise (it follows
+//! waiting transactions, so the committed state cannot judge it) the same
+//! checks run without the state (`SignedTx::verify` at the transaction's
+//! own sequence, the gradient message's CID and metadata). Either way the
+//! signature is verified once.
 
 use std::sync::Arc;
 
@@ -55,12 +57,18 @@ impl Admission {
 
     fn admit_blocking(&self, bytes: &[u8]) -> Result<Admitted, Status> {
         let tx = self.decode(bytes)?;
-        let signer = self.verify(&tx)?;
+        // The claimed signer; nothing is admitted before the signature over
+        // it is verified below (by the dry run or by `verify`).
+        let signer = Address::of_key_bytes(&tx.as_proto().signer_pubkey).map_err(to_status)?;
         let hash = r3mes_chain::crypto::sha256(bytes);
         let sequence = tx.as_proto().sequence;
         let committed = || self.committed_sequence(&signer);
-        if self.mempool.check(&hash, &signer, sequence, committed)? == Admit::OnCommitted {
-            self.try_on_committed(&tx)?;
+        match self.mempool.check(&hash, &signer, sequence, committed)? {
+            // The dry run checks everything `verify` does, and the rules.
+            Admit::OnCommitted => self.try_on_committed(&tx)?,
+            Admit::AfterPending => {
+                self.verify(&tx)?;
+            }
         }
         let (sender, reply) = oneshot::channel();
         let pending = Pending {

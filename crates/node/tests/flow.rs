@@ -473,6 +473,21 @@ async fn a_transaction_failing_in_its_block_is_reported_and_drops_its_successors
             );
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
+        if seq == 0 {
+            // Behind a waiting transaction there is no dry run, yet a
+            // forged signature is still refused at admission.
+            let mut forged = node.sign(&alice, send(1), 1).await.as_proto().clone();
+            forged.signature[7] ^= 0x10;
+            let err = node
+                .msg
+                .broadcast_tx(BroadcastTxRequest {
+                    tx_bytes: prost::Message::encode_to_vec(&forged),
+                })
+                .await
+                .unwrap_err();
+            assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+            assert!(err.message().contains("signature"), "{err:?}");
+        }
     }
     let mut results = Vec::new();
     for c in calls {
