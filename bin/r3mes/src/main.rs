@@ -7,6 +7,8 @@ mod bench_gradient;
 mod bench_verify;
 mod gradient;
 mod ipfs;
+mod keys_cmd;
+mod node_cmd;
 mod verify;
 
 use clap::{Parser, Subcommand};
@@ -30,6 +32,12 @@ enum Command {
     /// Measure performance figures (the README's table).
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// The chain node: init a home, start the daemon.
+    #[command(subcommand)]
+    Node(node_cmd::NodeCommand),
+    /// The keyring of the node home: add, list, show, export keys.
+    #[command(subcommand)]
+    Keys(keys_cmd::KeysCommand),
     /// Verify a gradient against a secret vault entry by range reads (tolerant verification).
     Verify(verify::VerifyArgs),
     /// A validator's secret vault: make entries, list them.
@@ -50,6 +58,8 @@ fn main() -> std::process::ExitCode {
         Command::Ipfs(cmd) => ipfs::run(cmd),
         Command::Bench(cmd) => bench::run_bench(cmd),
         Command::Gradient(cmd) => gradient::run(cmd),
+        Command::Node(cmd) => node_cmd::run(cmd),
+        Command::Keys(cmd) => keys_cmd::run(cmd),
         Command::Verify(args) => verify::run_verify(args),
         Command::Vault(cmd) => verify::run_vault(cmd),
     };

@@ -1,0 +1,185 @@
+//! `r3mes node init|start`: prepare a home and run the node daemon
+//! (library: `r3mes-node`).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::{Args, Subcommand};
+use r3mes_node::config::{IpfsConfig, NodeConfig};
+use r3mes_node::home::Home;
+use r3mes_node::init::{InitOptions, init};
+
+#[derive(Subcommand)]
+pub enum NodeCommand {
+    /// Write a genesis (validator key, funded dev accounts, default
+    /// parameters), a config file and a keyring into the home.
+    Init(InitArgs),
+    /// Run the node: block producer, gRPC, metrics, content store. Stops
+    /// cleanly on SIGINT or SIGTERM.
+    Start(StartArgs),
+}
+
+#[derive(Args)]
+pub struct HomeArg {
+    /// Node home (default: $R3MES_HOME, or ~/.r3mes).
+    #[arg(long)]
+    home: Option<PathBuf>,
+}
+
+impl HomeArg {
+    pub fn home(&self) -> Home {
+        Home::new(self.home.clone().unwrap_or_else(Home::default_root))
+    }
+}
+
+#[derive(Args)]
+pub struct InitArgs {
+    #[command(flatten)]
+    home: HomeArg,
+    /// The chain id.
+    #[arg(long, default_value = "r3mes-local-1")]
+    chain_id: String,
+    /// Block time, ms (the producer's and the keeper's).
+    #[arg(long, default_value_t = 1000)]
+    block_time_ms: u64,
+    /// Dev accounts `dev1..=devN` funded and staked at genesis.
+    #[arg(long, default_value_t = 3)]
+    dev_accounts: u32,
+    /// gRPC listen address.
+    #[arg(long, default_value = r3mes_node::config::DEFAULT_GRPC_ADDR)]
+    grpc_addr: SocketAddr,
+    /// Prometheus metrics listen address.
+    #[arg(long, default_value = r3mes_node::config::DEFAULT_METRICS_ADDR)]
+    metrics_addr: SocketAddr,
+    /// Do not serve the embedded IPFS RPC API and gateway (5001, 8080).
+    #[arg(long)]
+    no_ipfs_http: bool,
+    /// Print the result as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+pub struct StartArgs {
+    #[command(flatten)]
+    home: HomeArg,
+    /// Use a Kubo daemon's RPC API (such as http://127.0.0.1:5001) instead
+    /// of the embedded IPFS repo.
+    #[arg(long)]
+    ipfs_api: Option<String>,
+    /// gRPC listen address (overrides the config file).
+    #[arg(long)]
+    grpc_addr: Option<SocketAddr>,
+    /// Metrics listen address (overrides the config file).
+    #[arg(long)]
+    metrics_addr: Option<SocketAddr>,
+}
+
+pub fn run(command: NodeCommand) -> Result<()> {
+    match command {
+        NodeCommand::Init(args) => run_init(args),
+        NodeCommand::Start(args) => run_start(args),
+    }
+}
+
+fn run_init(args: InitArgs) -> Result<()> {
+    let home = args.home.home();
+    let mut config = NodeConfig {
+        grpc_addr: args.grpc_addr,
+        metrics_addr: args.metrics_addr,
+        block_time_ms: args.block_time_ms,
+        ..NodeConfig::default()
+    };
+    if args.no_ipfs_http
+        && let IpfsConfig::Embedded { serve_http, .. } = &mut config.ipfs
+    {
+        *serve_http = false;
+    }
+    let options = InitOptions {
+        chain_id: args.chain_id,
+        dev_accounts: args.dev_accounts,
+        config,
+        params: None,
+    };
+    let report =
+        init(&home, &options).with_context(|| format!("initialising {}", home.root().display()))?;
+    if args.json {
+        let keys: Vec<_> = std::iter::once(&report.validator)
+            .chain(&report.dev_accounts)
+            .collect();
+        let out = serde_json::json!({
+            "home": home.root(),
+            "chain_id": report.chain_id,
+            "validator": report.validator.address,
+            "keys": keys,
+        });
+        println!("{out}");
+    } else {
+        println!(
+            "initialised {} for chain {}",
+            home.root().display(),
+            report.chain_id
+        );
+        println!("validator  {}", report.validator.address);
+        for k in &report.dev_accounts {
+            println!("{:<10} {}", k.name, k.address);
+        }
+    }
+    Ok(())
+}
+
+fn run_start(args: StartArgs) -> Result<()> {
+    let home = args.home.home();
+    if !home.config().exists() {
+        anyhow::bail!(
+            "loading the config of {}: {} does not exist (run `r3mes node init` first)",
+            home.root().display(),
+            home.config().display()
+        );
+    }
+    let config = NodeConfig::load(&home.config())
+        .with_context(|| format!("loading the config of {}", home.root().display()))?;
+    let mut config = r3mes_node::node::with_ipfs_api(config, args.ipfs_api);
+    if let Some(addr) = args.grpc_addr {
+        config.grpc_addr = addr;
+    }
+    if let Some(addr) = args.metrics_addr {
+        config.metrics_addr = addr;
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async {
+        let node = r3mes_node::node::start(&home, config)
+            .await
+            .context("starting the node")?;
+        // One line a supervisor (or a test) can read for the bound ports.
+        println!(
+            "node started: gRPC {} metrics http://{}/metrics",
+            node.grpc_addr(),
+            node.metrics_addr()
+        );
+        let reason = tokio::select! {
+            r = shutdown_signal() => r?,
+            () = node.stopped() => "a fatal error",
+        };
+        eprintln!("stopping the node ({reason})");
+        node.shutdown().await.context("stopping the node")?;
+        anyhow::Ok(())
+    })
+}
+
+/// Resolves on SIGINT or SIGTERM with the signal's name.
+async fn shutdown_signal() -> Result<&'static str> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => {
+            r.context("waiting for SIGINT")?;
+            Ok("SIGINT")
+        }
+        _ = term.recv() => Ok("SIGTERM"),
+    }
+}
