@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
@@ -74,6 +75,22 @@ pub struct StartArgs {
     /// Metrics listen address (overrides the config file).
     #[arg(long)]
     metrics_addr: Option<SocketAddr>,
+    /// Answer availability challenges aimed at this keyring key from the
+    /// node's content store.
+    #[arg(long, value_name = "KEY")]
+    respond_as: Option<String>,
+    /// Verify new gradients against this vault and submit the results.
+    #[arg(long, value_name = "FILE")]
+    vault: Option<PathBuf>,
+    /// The validator key that signs verification results (default:
+    /// `validator`).
+    #[arg(long, value_name = "KEY")]
+    verify_as: Option<String>,
+    /// Serve the keeper to CometBFT over ABCI at this address (such as
+    /// 127.0.0.1:26658) instead of producing blocks: CometBFT's genesis
+    /// carries the keeper's genesis JSON as `app_state`.
+    #[arg(long, value_name = "ADDR")]
+    abci: Option<SocketAddr>,
 }
 
 pub fn run(command: NodeCommand) -> Result<()> {
@@ -129,6 +146,28 @@ fn run_init(args: InitArgs) -> Result<()> {
     Ok(())
 }
 
+/// Serves the home's keeper state to CometBFT until SIGINT or SIGTERM.
+fn run_abci(home: &Home, addr: SocketAddr) -> Result<()> {
+    let data = home.data_dir();
+    std::fs::create_dir_all(&data).with_context(|| format!("creating {}", data.display()))?;
+    let state = r3mes_chain::state::State::open(&home.state_db())
+        .with_context(|| format!("opening {}", home.state_db().display()))?;
+    let app = r3mes_abci::App::new(state).context("opening the keeper")?;
+    let listener =
+        std::net::TcpListener::bind(addr).with_context(|| format!("binding ABCI on {addr}"))?;
+    let server = r3mes_abci::Server::start(listener, Arc::new(Mutex::new(app)))
+        .context("starting the ABCI server")?;
+    println!("ABCI listening on {}", server.local_addr());
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let reason = runtime.block_on(shutdown_signal())?;
+    eprintln!("stopping the ABCI server ({reason})");
+    server.stop();
+    Ok(())
+}
+
 fn run_start(args: StartArgs) -> Result<()> {
     let home = args.home.home();
     if !home.config().exists() {
@@ -146,6 +185,18 @@ fn run_start(args: StartArgs) -> Result<()> {
     }
     if let Some(addr) = args.metrics_addr {
         config.metrics_addr = addr;
+    }
+    if let Some(addr) = args.abci {
+        return run_abci(&home, addr);
+    }
+    if args.respond_as.is_some() {
+        config.duties.respond_as = args.respond_as;
+    }
+    if args.vault.is_some() {
+        config.duties.vault = args.vault;
+    }
+    if args.verify_as.is_some() {
+        config.duties.verify_as = args.verify_as;
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

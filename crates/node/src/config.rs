@@ -33,6 +33,23 @@ pub struct NodeConfig {
     pub mempool_capacity: usize,
     /// The content store.
     pub ipfs: IpfsConfig,
+    /// Background duties run after every block.
+    pub duties: DutySettings,
+}
+
+/// Which background duties the node runs after each committed block
+/// (`r3mes-worker`), and with which keyring keys.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DutySettings {
+    /// Answer availability challenges aimed at this key's address from the
+    /// node's content store (a node holding a miner's data).
+    pub respond_as: Option<String>,
+    /// Verify gradients against this vault file and submit the results
+    /// (the key must be a validator's).
+    pub vault: Option<std::path::PathBuf>,
+    /// The key that signs verification results (default: `validator`).
+    pub verify_as: Option<String>,
 }
 
 /// Which content store the node uses: unpin events of the keeper's GC
@@ -77,6 +94,7 @@ impl Default for NodeConfig {
             max_txs_per_block: 10_000,
             mempool_capacity: 50_000,
             ipfs: IpfsConfig::default(),
+            duties: DutySettings::default(),
         }
     }
 }

@@ -14,12 +14,14 @@
 //!
 //! Transactions are acknowledged only after the block holding them is
 //! committed durably, so a crash at any moment loses no acknowledged
-//! transaction. Not here (yet): the ABCI adapter, the validator worker and
-//! the miner-side challenge responder of issue 6.
+//! transaction. After every block the configured duties run ([`duties`]:
+//! the miner-side availability responder and the validator's verification
+//! duty from `r3mes-worker`).
 
 pub mod admission;
 pub mod config;
 pub mod content;
+pub mod duties;
 pub mod events;
 pub mod grpc;
 pub mod home;

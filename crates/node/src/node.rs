@@ -113,6 +113,8 @@ pub async fn start(home: &Home, config: NodeConfig) -> Result<NodeHandle> {
         .height
         .store(keeper.height()?, std::sync::atomic::Ordering::Relaxed);
     let (events, _) = broadcast::channel(EVENT_BUFFER_BLOCKS);
+    let duties = crate::duties::configure(home, &config.duties, &store)?;
+    let (committed, committed_rx) = tokio::sync::watch::channel(keeper.height()?);
     let producer = Producer {
         keeper: Arc::clone(&keeper),
         mempool: Arc::clone(&mempool),
@@ -121,6 +123,7 @@ pub async fn start(home: &Home, config: NodeConfig) -> Result<NodeHandle> {
         content: Arc::clone(&store),
         block_time: Duration::from_millis(config.block_time_ms),
         max_txs: config.max_txs_per_block,
+        committed,
     };
     let shared = Shared {
         admission: Admission::new(Arc::clone(&keeper), Arc::clone(&mempool)),
@@ -130,7 +133,8 @@ pub async fn start(home: &Home, config: NodeConfig) -> Result<NodeHandle> {
         metrics: Arc::clone(&metrics),
         token: token.clone(),
     };
-    let tasks = vec![
+    let admission = shared.admission.clone();
+    let mut tasks = vec![
         ("block producer", tokio::spawn(producer.run(token.clone()))),
         (
             "gRPC server",
@@ -148,6 +152,18 @@ pub async fn start(home: &Home, config: NodeConfig) -> Result<NodeHandle> {
             }),
         ),
     ];
+    if let Some(duties) = duties {
+        tasks.push((
+            "duties",
+            tokio::spawn(crate::duties::run(
+                duties,
+                Arc::clone(&keeper),
+                admission,
+                committed_rx,
+                token.clone(),
+            )),
+        ));
+    }
     tracing::info!("gRPC listening on {grpc_addr}, metrics on http://{metrics_addr}/metrics");
     Ok(NodeHandle {
         grpc_addr,

@@ -50,6 +50,8 @@ pub struct Producer {
     pub block_time: Duration,
     /// Most transactions per block.
     pub max_txs: usize,
+    /// Announces each committed height (to the background duties).
+    pub committed: tokio::sync::watch::Sender<u64>,
 }
 
 /// What executing one block gave.
@@ -111,6 +113,7 @@ impl Producer {
         self.metrics
             .record_block(out.height, applied as u64, started.elapsed());
         self.publish(&out, &batch);
+        self.committed.send_replace(out.height);
         self.answer(out, batch);
         Ok(())
     }

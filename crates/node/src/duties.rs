@@ -1,0 +1,94 @@
+//! The background duties (`r3mes-worker`) inside a running node: after
+//! every committed block, the availability responder answers challenges
+//! aimed at its key from the node's content store, and the verification
+//! duty checks new gradients against the validator's vault. Their signed
+//! transactions enter the mempool through the same admission as any
+//! client's; a refusal is logged and the worker signs again later.
+
+use std::sync::Arc;
+
+use r3mes_chain::Keeper;
+use r3mes_ipfs::ContentStore;
+use r3mes_verify::{CacheConfig, Vault, Verifier, VerifierConfig, VerifyCache};
+use r3mes_worker::{Duties, DutiesConfig, ResponderConfig, VerifierDutyConfig};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::admission::Admission;
+use crate::config::DutySettings;
+use crate::home::Home;
+use crate::init::VALIDATOR_KEY;
+use crate::keyring::Keyring;
+use crate::{Error, Result};
+
+/// The configured duties, or `None` when the settings ask for none.
+pub fn configure(
+    home: &Home,
+    settings: &DutySettings,
+    content: &Arc<dyn ContentStore>,
+) -> Result<Option<Duties>> {
+    let ring = Keyring::new(home.keyring());
+    let mut config = DutiesConfig::new();
+    if let Some(name) = &settings.respond_as {
+        config.responder = Some(ResponderConfig::new(
+            ring.secret(name)?,
+            Arc::clone(content),
+        ));
+    }
+    if let Some(path) = &settings.vault {
+        let vault = Vault::load(path)
+            .map_err(|e| Error::Config(format!("vault {}: {e}", path.display())))?;
+        let name = settings.verify_as.as_deref().unwrap_or(VALIDATOR_KEY);
+        let verifier = Verifier::new(
+            Arc::clone(content),
+            VerifyCache::new(CacheConfig::default()),
+            VerifierConfig::default(),
+        );
+        config.verifier = Some(VerifierDutyConfig {
+            key: ring.secret(name)?,
+            vault,
+            verifier,
+        });
+    }
+    if config.responder.is_none() && config.verifier.is_none() {
+        return Ok(None);
+    }
+    Duties::new(config)
+        .map(Some)
+        .map_err(|e| Error::Config(format!("duties: {e}")))
+}
+
+/// Runs `duties` after every height `committed` announces, until `token`
+/// is cancelled.
+pub async fn run(
+    mut duties: Duties,
+    keeper: Arc<Keeper>,
+    admission: Admission,
+    mut committed: watch::Receiver<u64>,
+    token: CancellationToken,
+) -> Result<()> {
+    loop {
+        tokio::select! {
+            biased;
+            () = token.cancelled() => return Ok(()),
+            changed = committed.changed() => {
+                if changed.is_err() {
+                    return Ok(());
+                }
+            }
+        }
+        let height = *committed.borrow_and_update();
+        let report = duties.after_block(&keeper, height).await;
+        for error in &report.errors {
+            tracing::warn!(height, %error, "duty failed");
+        }
+        for tx in report.txs {
+            match admission.admit(tx.encode()).await {
+                Ok(_) => tracing::debug!(height, "duty transaction admitted"),
+                Err(status) => {
+                    tracing::warn!(height, "duty transaction refused: {}", status.message())
+                }
+            }
+        }
+    }
+}
