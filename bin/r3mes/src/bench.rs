@@ -18,6 +18,8 @@ pub enum BenchCommand {
     Chain(crate::bench_chain::ChainBench),
     /// Tolerant verification: bytes fetched against the gradient's size (64 MiB, 64 indices).
     Verify(crate::bench_verify::VerifyBench),
+    /// A node under load: concurrent clients submitting signed gradients, tx/s, latency to inclusion, node memory.
+    Submit(crate::bench_submit::SubmitBench),
 }
 
 #[derive(Args)]
@@ -60,6 +62,7 @@ pub fn run_bench(command: BenchCommand) -> Result<()> {
         BenchCommand::Gradient(args) => crate::bench_gradient::run(args),
         BenchCommand::Chain(args) => crate::bench_chain::run(args),
         BenchCommand::Verify(args) => crate::bench_verify::run(args),
+        BenchCommand::Submit(args) => crate::bench_submit::run(args),
     }
 }
 

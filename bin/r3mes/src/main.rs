@@ -4,6 +4,7 @@
 mod bench;
 mod bench_chain;
 mod bench_gradient;
+mod bench_submit;
 mod bench_verify;
 mod gradient;
 mod ipfs;
