@@ -439,26 +439,22 @@ fn gradient(key: &SecretKey, cid: &Cid, round: u64, shard: u64, bits: u32) -> tx
     })
 }
 
-/// The resident set of process `pid`, MiB.
+/// The resident set of process `pid` (`VmRSS`), MiB.
 fn rss_mib(pid: u32) -> Option<f64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let kib: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))?
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .ok()?;
-    Some(kib / 1024.0)
+    proc_status_mib(pid, "VmRSS:")
 }
 
-/// The node's RSS high-water mark since it started (`VmHWM`), MiB.
+/// The process's RSS high-water mark since it started (`VmHWM`), MiB.
 fn hwm_mib(pid: u32) -> Option<f64> {
+    proc_status_mib(pid, "VmHWM:")
+}
+
+/// A `kB` field of `/proc/<pid>/status`, MiB.
+fn proc_status_mib(pid: u32, field: &str) -> Option<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let kib: f64 = status
         .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))?
+        .find_map(|l| l.strip_prefix(field))?
         .trim()
         .trim_end_matches("kB")
         .trim()
