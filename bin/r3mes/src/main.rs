@@ -10,6 +10,7 @@ mod gradient;
 mod ipfs;
 mod keys_cmd;
 mod node_cmd;
+mod query_cmd;
 mod verify;
 
 use clap::{Parser, Subcommand};
@@ -39,6 +40,8 @@ enum Command {
     /// The keyring of the node home: add, list, show, export keys.
     #[command(subcommand)]
     Keys(keys_cmd::KeysCommand),
+    /// Read a node's records: status, params, balance, gradient(s), challenges, shard, round, dataset.
+    Query(query_cmd::QueryArgs),
     /// Verify a gradient against a secret vault entry by range reads (tolerant verification).
     Verify(verify::VerifyArgs),
     /// A validator's secret vault: make entries, list them.
@@ -61,6 +64,7 @@ fn main() -> std::process::ExitCode {
         Command::Gradient(cmd) => gradient::run(cmd),
         Command::Node(cmd) => node_cmd::run(cmd),
         Command::Keys(cmd) => keys_cmd::run(cmd),
+        Command::Query(args) => query_cmd::run(args),
         Command::Verify(args) => verify::run_verify(args),
         Command::Vault(cmd) => verify::run_vault(cmd),
     };

@@ -1,0 +1,150 @@
+//! `r3mes query ...` against a running `r3mes node start`, as a user runs
+//! it: readable lines by default, JSON with `--json`, clear errors.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+
+fn r3mes(home: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_r3mes"));
+    cmd.env("R3MES_HOME", home).env_remove("R3MES_KUBO_BIN");
+    cmd
+}
+
+struct Node(Child);
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        let _ = self.0.wait();
+    }
+}
+
+fn start(home: &Path) -> (Node, String) {
+    let mut child = r3mes(home)
+        .args(["node", "start"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line).unwrap();
+    let addr = line
+        .strip_prefix("node started: gRPC ")
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("unexpected start line {line:?}"))
+        .to_owned();
+    (Node(child), format!("http://{addr}"))
+}
+
+fn query(home: &Path, url: &str, args: &[&str]) -> Output {
+    r3mes(home)
+        .arg("query")
+        .args(args)
+        .args(["--node", url])
+        .output()
+        .unwrap()
+}
+
+fn ok(out: Output) -> String {
+    assert!(
+        out.status.success(),
+        "failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn fails(out: Output, needle: &str) {
+    assert!(!out.status.success(), "unexpected success");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(needle), "expected {needle:?} in {err:?}");
+}
+
+#[test]
+fn queries_print_lines_or_json_and_refuse_bad_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path();
+    let init = r3mes(home)
+        .args([
+            "node",
+            "init",
+            "--block-time-ms",
+            "100",
+            "--dev-accounts",
+            "1",
+            "--grpc-addr",
+            "127.0.0.1:0",
+            "--metrics-addr",
+            "127.0.0.1:0",
+            "--no-ipfs-http",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    let init: serde_json::Value = serde_json::from_slice(&init.stdout).unwrap();
+    let validator = init["validator"].as_str().unwrap().to_owned();
+    let (_node, url) = start(home);
+
+    let status: serde_json::Value =
+        serde_json::from_str(&ok(query(home, &url, &["status", "--json"]))).unwrap();
+    assert_eq!(status["chain_id"], "r3mes-local-1");
+    let lines = ok(query(home, &url, &["status"]));
+    assert!(lines.contains("chain_id: r3mes-local-1"), "{lines}");
+
+    let balance: serde_json::Value =
+        serde_json::from_str(&ok(query(home, &url, &["balance", &validator, "--json"]))).unwrap();
+    assert_eq!(balance["address"], validator.as_str());
+    assert_ne!(balance["stake"], "0");
+
+    let params: serde_json::Value =
+        serde_json::from_str(&ok(query(home, &url, &["params", "--json"]))).unwrap();
+    assert_eq!(params["block_time_ms"], 100);
+
+    // Wait for round 1, then the shard assignment answers.
+    let mut shard = None;
+    for _ in 0..100 {
+        let out = query(home, &url, &["shard", "--address", &validator, "--json"]);
+        if out.status.success() {
+            shard = Some(serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap());
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let shard = shard.expect("a round opens");
+    assert!(shard["round_id"].as_u64().unwrap() >= 1);
+    let round = ok(query(home, &url, &["round"]));
+    assert!(round.contains("start_block_hash: "), "{round}");
+
+    fails(
+        query(home, &url, &["balance", "remes1notanaddress"]),
+        "InvalidArgument",
+    );
+    fails(
+        query(
+            home,
+            &url,
+            &["gradient", "QmYwAPJzv5CZsnA625s3Xf2nemtYgPpHdWEz79ojWnPbdG"],
+        ),
+        "NotFound",
+    );
+    fails(
+        query(
+            home,
+            &url,
+            &["challenges", "--target", &validator, "--status", "closed"],
+        ),
+        "only --status open",
+    );
+    fails(query(home, &url, &["gradients"]), "--round, --miner");
+    let none = ok(query(home, &url, &["challenges", "--target", &validator]));
+    assert!(
+        none.contains("(none)") || none.trim().is_empty() || none.contains("[]"),
+        "{none}"
+    );
+}
