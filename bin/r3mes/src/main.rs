@@ -11,6 +11,7 @@ mod ipfs;
 mod keys_cmd;
 mod node_cmd;
 mod query_cmd;
+mod tx_cmd;
 mod verify;
 
 use clap::{Parser, Subcommand};
@@ -40,6 +41,8 @@ enum Command {
     /// The keyring of the node home: add, list, show, export keys.
     #[command(subcommand)]
     Keys(keys_cmd::KeysCommand),
+    /// Sign and send transactions: submit-gradient (adds the file to IPFS first), send.
+    Tx(tx_cmd::TxArgs),
     /// Read a node's records: status, params, balance, gradient(s), challenges, shard, round, dataset.
     Query(query_cmd::QueryArgs),
     /// Verify a gradient against a secret vault entry by range reads (tolerant verification).
@@ -65,6 +68,7 @@ fn main() -> std::process::ExitCode {
         Command::Node(cmd) => node_cmd::run(cmd),
         Command::Keys(cmd) => keys_cmd::run(cmd),
         Command::Query(args) => query_cmd::run(args),
+        Command::Tx(args) => tx_cmd::run(args),
         Command::Verify(args) => verify::run_verify(args),
         Command::Vault(cmd) => verify::run_vault(cmd),
     };

@@ -1,5 +1,6 @@
-//! `r3mes query ...` against a running `r3mes node start`, as a user runs
-//! it: readable lines by default, JSON with `--json`, clear errors.
+//! `r3mes query ...` and `r3mes tx ...` against a running `r3mes node
+//! start`, as a user runs them: readable lines by default, JSON with
+//! `--json`, clear errors.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -147,4 +148,82 @@ fn queries_print_lines_or_json_and_refuse_bad_input() {
         none.contains("(none)") || none.trim().is_empty() || none.contains("[]"),
         "{none}"
     );
+}
+
+#[test]
+fn tx_send_is_committed_and_bad_submissions_send_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path();
+    let init = r3mes(home)
+        .args([
+            "node",
+            "init",
+            "--block-time-ms",
+            "100",
+            "--dev-accounts",
+            "1",
+            "--grpc-addr",
+            "127.0.0.1:0",
+            "--metrics-addr",
+            "127.0.0.1:0",
+            "--no-ipfs-http",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    let init: serde_json::Value = serde_json::from_slice(&init.stdout).unwrap();
+    let validator = init["validator"].as_str().unwrap().to_owned();
+    let (_node, url) = start(home);
+    let balance = |who: &str| -> u128 {
+        let v: serde_json::Value =
+            serde_json::from_str(&ok(query(home, &url, &["balance", who, "--json"]))).unwrap();
+        v["balance"].as_str().unwrap().parse().unwrap()
+    };
+    let before = balance(&validator);
+    let sent: serde_json::Value = serde_json::from_str(&ok(r3mes(home)
+        .args([
+            "tx", "send", "--from", "dev1", &validator, "12345", "--json", "--node", &url,
+        ])
+        .output()
+        .unwrap()))
+    .unwrap();
+    assert!(sent["height"].as_u64().unwrap() >= 1);
+    assert_eq!(balance(&validator), before + 12345);
+
+    // Unknown key, bad recipient, an unreachable IPFS API: clear errors.
+    let tx = |args: &[&str]| {
+        r3mes(home)
+            .arg("tx")
+            .args(args)
+            .args(["--node", &url])
+            .output()
+            .unwrap()
+    };
+    fails(tx(&["send", "--from", "nobody", &validator, "1"]), "nobody");
+    fails(
+        tx(&["send", "--from", "dev1", "remes1bad", "1"]),
+        "recipient",
+    );
+    let file = dir.path().join("g.bin");
+    std::fs::write(&file, b"not a gradient").unwrap();
+    fails(
+        tx(&[
+            "submit-gradient",
+            "--from",
+            "dev1",
+            file.to_str().unwrap(),
+            "--round",
+            "1",
+            "--shard",
+            "0",
+            "--chunk",
+            "1:QmYwAPJzv5CZsnA625s3Xf2nemtYgPpHdWEz79ojWnPbdG",
+            "--backbone",
+            "QmYwAPJzv5CZsnA625s3Xf2nemtYgPpHdWEz79ojWnPbdG",
+            "--api",
+            "http://127.0.0.1:9",
+        ]),
+        "gradient format",
+    );
+    assert_eq!(balance(&validator), before + 12345);
 }
