@@ -98,6 +98,16 @@ impl fmt::Debug for PublicKey {
     }
 }
 
+/// Most verified signatures remembered by [`PublicKey::verify`]: a node
+/// checks a transaction's signature when admitting it to the mempool and
+/// again when its block runs; the second check finds the first's result.
+/// Entries are `sha256(key || digest || signature)` of signatures that
+/// verified (a pure function of those bytes, so remembering it changes no
+/// answer); the set is emptied when full.
+pub const VERIFIED_MAX: usize = 1 << 17;
+
+static VERIFIED: OnceLock<Mutex<std::collections::HashSet<[u8; 32]>>> = OnceLock::new();
+
 /// Most decoded public keys kept by [`PublicKey::from_compressed`].
 pub const PARSED_KEYS_MAX: usize = 1 << 16;
 
@@ -185,9 +195,22 @@ impl PublicKey {
         if sig != as_given {
             return Err(Error::HighS);
         }
+        let digest = sha256(message);
+        let seen = sha256(&[self.compressed.as_slice(), &digest, &signature.0].concat());
+        let cache = VERIFIED.get_or_init(Default::default);
+        if cache.lock().is_ok_and(|set| set.contains(&seen)) {
+            return Ok(());
+        }
         SECP256K1
-            .verify_ecdsa(Message::from_digest(sha256(message)), &sig, &self.key)
-            .map_err(|_| Error::BadSignature)
+            .verify_ecdsa(Message::from_digest(digest), &sig, &self.key)
+            .map_err(|_| Error::BadSignature)?;
+        if let Ok(mut set) = cache.lock() {
+            if set.len() >= VERIFIED_MAX {
+                set.clear();
+            }
+            set.insert(seen);
+        }
+        Ok(())
     }
 }
 
@@ -358,6 +381,27 @@ mod tests {
         off[0] = 2;
         off[32] = 5;
         assert_eq!(PublicKey::from_compressed(&off).unwrap_err().code(), 2);
+    }
+
+    #[test]
+    fn remembered_signatures_do_not_vouch_for_other_messages_or_keys() {
+        let mut bytes = [0u8; 32];
+        bytes[31] = 9;
+        let key = SecretKey::from_bytes(&bytes).unwrap();
+        bytes[31] = 10;
+        let other = SecretKey::from_bytes(&bytes).unwrap();
+        let sig = key.sign(b"message").unwrap();
+        for _ in 0..2 {
+            assert!(key.public_key().verify(b"message", &sig).is_ok());
+            assert!(matches!(
+                key.public_key().verify(b"massage", &sig),
+                Err(Error::BadSignature)
+            ));
+            assert!(matches!(
+                other.public_key().verify(b"message", &sig),
+                Err(Error::BadSignature)
+            ));
+        }
     }
 
     #[test]

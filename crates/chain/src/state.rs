@@ -65,6 +65,12 @@ use crate::apphash::{self, Hash};
 use crate::batches::{self, BatchChange, BatchIndex};
 use crate::{Error, Result};
 
+/// redb's page cache for the state file, bounded so a long-running node's
+/// memory does not grow toward redb's default of 1 GiB; 64 MiB holds the
+/// pages a block touches (its writes land in fresh pages) and the hot
+/// branch pages.
+pub const STATE_CACHE_BYTES: usize = 64 << 20;
+
 /// Every state record: key bytes -> value bytes.
 const KV: TableDefinition<'_, &[u8], &[u8]> = TableDefinition::new("kv-0");
 /// Chain metadata: `height` and `app_hash`.
@@ -311,12 +317,15 @@ impl State {
     /// Opens or creates the state database at `path`. A database already
     /// open (in this or another process) gives [`Error::StateLocked`].
     pub fn open(path: &Path) -> Result<Self> {
-        let db = Database::create(path).map_err(|e| match e {
-            redb::DatabaseError::DatabaseAlreadyOpen => Error::StateLocked {
-                path: path.display().to_string(),
-            },
-            other => Error::Store(format!("opening {}: {other}", path.display())),
-        })?;
+        let db = Database::builder()
+            .set_cache_size(STATE_CACHE_BYTES)
+            .create(path)
+            .map_err(|e| match e {
+                redb::DatabaseError::DatabaseAlreadyOpen => Error::StateLocked {
+                    path: path.display().to_string(),
+                },
+                other => Error::Store(format!("opening {}: {other}", path.display())),
+            })?;
         Self::init(db)
     }
 
