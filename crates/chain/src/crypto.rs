@@ -106,7 +106,7 @@ impl fmt::Debug for PublicKey {
 /// answer); the set is emptied when full.
 pub const VERIFIED_MAX: usize = 1 << 17;
 
-static VERIFIED: OnceLock<Mutex<std::collections::HashSet<[u8; 32]>>> = OnceLock::new();
+static VERIFIED: OnceLock<Mutex<HashMap<[u8; 32], ()>>> = OnceLock::new();
 
 /// Most decoded public keys kept by [`PublicKey::from_compressed`].
 pub const PARSED_KEYS_MAX: usize = 1 << 16;
@@ -114,6 +114,22 @@ pub const PARSED_KEYS_MAX: usize = 1 << 16;
 type ParsedKeys = Mutex<HashMap<[u8; PUBLIC_KEY_LEN], secp256k1::PublicKey>>;
 
 static PARSED_KEYS: OnceLock<ParsedKeys> = OnceLock::new();
+
+/// Puts `key -> value` into a process-wide cache of pure results, emptying
+/// it first when it holds `max` entries (a poisoned lock skips the insert).
+fn remember<K: std::hash::Hash + Eq, V>(
+    cache: &Mutex<HashMap<K, V>>,
+    max: usize,
+    key: K,
+    value: V,
+) {
+    if let Ok(mut map) = cache.lock() {
+        if map.len() >= max {
+            map.clear();
+        }
+        map.insert(key, value);
+    }
+}
 
 impl PublicKey {
     fn from_key(key: secp256k1::PublicKey) -> Self {
@@ -155,12 +171,7 @@ impl PublicKey {
             None => {
                 let key = secp256k1::PublicKey::from_slice(arr)
                     .map_err(|_| Error::MalformedPublicKey("not a point on secp256k1".into()))?;
-                if let Ok(mut map) = cache.lock() {
-                    if map.len() >= PARSED_KEYS_MAX {
-                        map.clear();
-                    }
-                    map.insert(*arr, key);
-                }
+                remember(cache, PARSED_KEYS_MAX, *arr, key);
                 key
             }
         };
@@ -198,18 +209,13 @@ impl PublicKey {
         let digest = sha256(message);
         let seen = sha256(&[self.compressed.as_slice(), &digest, &signature.0].concat());
         let cache = VERIFIED.get_or_init(Default::default);
-        if cache.lock().is_ok_and(|set| set.contains(&seen)) {
+        if cache.lock().is_ok_and(|set| set.contains_key(&seen)) {
             return Ok(());
         }
         SECP256K1
             .verify_ecdsa(Message::from_digest(digest), &sig, &self.key)
             .map_err(|_| Error::BadSignature)?;
-        if let Ok(mut set) = cache.lock() {
-            if set.len() >= VERIFIED_MAX {
-                set.clear();
-            }
-            set.insert(seen);
-        }
+        remember(cache, VERIFIED_MAX, seen, ());
         Ok(())
     }
 }
