@@ -43,6 +43,33 @@ fn start(home: &Path) -> (Node, String) {
     (Node(child), format!("http://{addr}"))
 }
 
+/// `node init` (100 ms blocks, one dev account, ephemeral ports) and
+/// `node start` in `home`; returns the validator's address, the node and
+/// its gRPC URL.
+fn init_and_start(home: &Path) -> (String, Node, String) {
+    let init = r3mes(home)
+        .args([
+            "node",
+            "init",
+            "--block-time-ms",
+            "100",
+            "--dev-accounts",
+            "1",
+            "--grpc-addr",
+            "127.0.0.1:0",
+            "--metrics-addr",
+            "127.0.0.1:0",
+            "--no-ipfs-http",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    let init: serde_json::Value = serde_json::from_slice(&init.stdout).unwrap();
+    let validator = init["validator"].as_str().unwrap().to_owned();
+    let (node, url) = start(home);
+    (validator, node, url)
+}
+
 fn query(home: &Path, url: &str, args: &[&str]) -> Output {
     r3mes(home)
         .arg("query")
@@ -71,26 +98,7 @@ fn fails(out: Output, needle: &str) {
 fn queries_print_lines_or_json_and_refuse_bad_input() {
     let dir = tempfile::tempdir().unwrap();
     let home = dir.path();
-    let init = r3mes(home)
-        .args([
-            "node",
-            "init",
-            "--block-time-ms",
-            "100",
-            "--dev-accounts",
-            "1",
-            "--grpc-addr",
-            "127.0.0.1:0",
-            "--metrics-addr",
-            "127.0.0.1:0",
-            "--no-ipfs-http",
-            "--json",
-        ])
-        .output()
-        .unwrap();
-    let init: serde_json::Value = serde_json::from_slice(&init.stdout).unwrap();
-    let validator = init["validator"].as_str().unwrap().to_owned();
-    let (_node, url) = start(home);
+    let (validator, _node, url) = init_and_start(home);
 
     let status: serde_json::Value =
         serde_json::from_str(&ok(query(home, &url, &["status", "--json"]))).unwrap();
@@ -154,26 +162,7 @@ fn queries_print_lines_or_json_and_refuse_bad_input() {
 fn tx_send_is_committed_and_bad_submissions_send_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let home = dir.path();
-    let init = r3mes(home)
-        .args([
-            "node",
-            "init",
-            "--block-time-ms",
-            "100",
-            "--dev-accounts",
-            "1",
-            "--grpc-addr",
-            "127.0.0.1:0",
-            "--metrics-addr",
-            "127.0.0.1:0",
-            "--no-ipfs-http",
-            "--json",
-        ])
-        .output()
-        .unwrap();
-    let init: serde_json::Value = serde_json::from_slice(&init.stdout).unwrap();
-    let validator = init["validator"].as_str().unwrap().to_owned();
-    let (_node, url) = start(home);
+    let (validator, _node, url) = init_and_start(home);
     let balance = |who: &str| -> u128 {
         let v: serde_json::Value =
             serde_json::from_str(&ok(query(home, &url, &["balance", who, "--json"]))).unwrap();
