@@ -206,7 +206,8 @@ async fn bench(args: &SubmitBench) -> Result<SubmitReport> {
     }
     let seconds = started.elapsed().as_secs_f64();
     sampler.abort();
-    let rss_max = sampler_max(pid, rss_start).await;
+    // The high-water mark covers the start too.
+    let rss_max = pid.and_then(hwm_mib);
     let rss_end = pid.and_then(rss_mib);
     drop(target);
 
@@ -478,9 +479,4 @@ async fn sample_rss(pid: Option<u32>) {
             );
         }
     }
-}
-
-async fn sampler_max(pid: Option<u32>, start: Option<f64>) -> Option<f64> {
-    let hwm = pid.and_then(hwm_mib)?;
-    Some(start.map_or(hwm, |s| s.max(hwm)))
 }

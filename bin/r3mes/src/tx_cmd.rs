@@ -129,12 +129,14 @@ async fn send(args: &TxArgs) -> Result<serde_json::Value> {
             let bytes =
                 std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
             let format = gradient_format(&bytes)?;
-            let gradient = r3mes_tensor::decode(&bytes, None, &Limits::default())
-                .with_context(|| format!("decoding {}", file.display()))?;
+            let element_count = r3mes_tensor::decode(&bytes, None, &Limits::default())
+                .with_context(|| format!("decoding {}", file.display()))?
+                .elements();
+            let byte_size = bytes.len() as u64;
             let store = KuboClient::new(api).with_context(|| format!("IPFS API {api}"))?;
             let added = store
                 .add(
-                    AddSource::Bytes(bytes.clone().into()),
+                    AddSource::Bytes(bytes.into()),
                     &r3mes_verify::gradient_add_options(),
                 )
                 .await
@@ -150,8 +152,8 @@ async fn send(args: &TxArgs) -> Result<serde_json::Value> {
                     gpu_architecture: gpu.clone(),
                     backbone_hash: backbone.clone(),
                     format: format.into(),
-                    byte_size: bytes.len() as u64,
-                    element_count: gradient.elements(),
+                    byte_size,
+                    element_count,
                 }),
                 pow_nonce: solve_pow(&miner, &added.cid, *round, bits, 0),
             };
