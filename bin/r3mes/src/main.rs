@@ -9,6 +9,7 @@ mod bench_verify;
 mod gradient;
 mod ipfs;
 mod keys_cmd;
+mod miner_cmd;
 mod node_cmd;
 mod query_cmd;
 mod tx_cmd;
@@ -41,8 +42,11 @@ enum Command {
     /// The keyring of the node home: add, list, show, export keys.
     #[command(subcommand)]
     Keys(keys_cmd::KeysCommand),
-    /// Sign and send transactions: submit-gradient (adds the file to IPFS first), send.
+    /// Sign and send transactions: every message of the chain (submit-gradient adds the file to IPFS first).
     Tx(tx_cmd::TxArgs),
+    /// The miner's long-running roles: respond (answer availability challenges).
+    #[command(subcommand)]
+    Miner(miner_cmd::MinerCommand),
     /// Read a node's records: status, params, balance, gradient(s), challenges, shard, round, dataset.
     Query(query_cmd::QueryArgs),
     /// Verify a gradient against a secret vault entry by range reads (tolerant verification).
@@ -67,6 +71,7 @@ fn main() -> std::process::ExitCode {
         Command::Gradient(cmd) => gradient::run(cmd),
         Command::Node(cmd) => node_cmd::run(cmd),
         Command::Keys(cmd) => keys_cmd::run(cmd),
+        Command::Miner(cmd) => miner_cmd::run(cmd),
         Command::Query(args) => query_cmd::run(args),
         Command::Tx(args) => tx_cmd::run(args),
         Command::Verify(args) => verify::run_verify(args),

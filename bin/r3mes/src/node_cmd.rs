@@ -56,6 +56,12 @@ pub struct InitArgs {
     /// Do not serve the embedded IPFS RPC API and gateway (5001, 8080).
     #[arg(long)]
     no_ipfs_http: bool,
+    /// The embedded IPFS RPC API's listen address.
+    #[arg(long, default_value = "127.0.0.1:5001")]
+    ipfs_api_addr: SocketAddr,
+    /// The embedded IPFS gateway's listen address.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    gateway_addr: SocketAddr,
     /// Print the result as JSON.
     #[arg(long)]
     json: bool,
@@ -108,11 +114,11 @@ fn run_init(args: InitArgs) -> Result<()> {
         block_time_ms: args.block_time_ms,
         ..NodeConfig::default()
     };
-    if args.no_ipfs_http
-        && let IpfsConfig::Embedded { serve_http, .. } = &mut config.ipfs
-    {
-        *serve_http = false;
-    }
+    config.ipfs = IpfsConfig::Embedded {
+        serve_http: !args.no_ipfs_http,
+        api_addr: args.ipfs_api_addr,
+        gateway_addr: args.gateway_addr,
+    };
     let options = InitOptions {
         chain_id: args.chain_id,
         dev_accounts: args.dev_accounts,
@@ -207,11 +213,18 @@ fn run_start(args: StartArgs) -> Result<()> {
             .await
             .context("starting the node")?;
         // One line a supervisor (or a test) can read for the bound ports.
-        println!(
-            "node started: gRPC {} metrics http://{}/metrics",
-            node.grpc_addr(),
-            node.metrics_addr()
-        );
+        match node.ipfs_api_url() {
+            Some(ipfs) => println!(
+                "node started: gRPC {} metrics http://{}/metrics ipfs-api {ipfs}",
+                node.grpc_addr(),
+                node.metrics_addr()
+            ),
+            None => println!(
+                "node started: gRPC {} metrics http://{}/metrics",
+                node.grpc_addr(),
+                node.metrics_addr()
+            ),
+        }
         let reason = tokio::select! {
             r = shutdown_signal() => r?,
             () = node.stopped() => "a fatal error",
@@ -223,7 +236,7 @@ fn run_start(args: StartArgs) -> Result<()> {
 }
 
 /// Resolves on SIGINT or SIGTERM with the signal's name.
-async fn shutdown_signal() -> Result<&'static str> {
+pub(crate) async fn shutdown_signal() -> Result<&'static str> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     tokio::select! {

@@ -9,8 +9,9 @@ use r3mes_chain::Address;
 use r3mes_chain::tables::hex_lower;
 use r3mes_node::proto::query_client::QueryClient;
 use r3mes_node::proto::{
-    AccountRequest, CidRequest, GradientsByMinerRequest, GradientsByRoundRequest,
-    OpenChallengesRequest, ParamsRequest, RoundRequest, ShardAssignmentRequest, StatusRequest,
+    AccountRequest, ChallengeRequest, CidRequest, GradientsByMinerRequest, GradientsByRoundRequest,
+    ModelRequest, OpenChallengesRequest, ParamsRequest, PinsRequest, RoundRequest,
+    ShardAssignmentRequest, StatusRequest, TraceRequest, VerificationsRequest,
 };
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -115,6 +116,39 @@ enum QueryCommand {
     /// A dataset by CID.
     Dataset {
         /// The dataset's CID.
+        id: String,
+    },
+    /// An availability challenge by hex id (open or closed).
+    Challenge {
+        /// Hex challenge id.
+        id: String,
+    },
+    /// The validators' verification results of a gradient.
+    Verifications {
+        /// The gradient's CID.
+        cid: String,
+    },
+    /// The pinning commitments on a content CID.
+    Pins {
+        /// The content's CID.
+        cid: String,
+        /// Only this pinner's.
+        #[arg(long)]
+        pinner: Option<String>,
+    },
+    /// A Proof-of-Replication record by replica CID.
+    Replica {
+        /// The replica's CID.
+        cid: String,
+    },
+    /// A model version (default: the latest).
+    Model {
+        /// Version.
+        version: Option<u64>,
+    },
+    /// A computation trace by hex id.
+    Trace {
+        /// Hex trace id.
         id: String,
     },
 }
@@ -269,6 +303,65 @@ async fn query(args: &QueryArgs) -> Result<Value> {
                 .map_err(status)?
                 .into_inner();
             record(&d.dataset)?
+        }
+        QueryCommand::Challenge { id } => {
+            let c = q
+                .challenge(ChallengeRequest {
+                    challenge_id: id.clone(),
+                })
+                .await
+                .map_err(status)?
+                .into_inner();
+            record(&c.challenge)?
+        }
+        QueryCommand::Verifications { cid } => {
+            let v = q
+                .verifications(VerificationsRequest {
+                    gradient_cid: cid.clone(),
+                    limit: 0,
+                })
+                .await
+                .map_err(status)?
+                .into_inner();
+            record(&v.verifications)?
+        }
+        QueryCommand::Pins { cid, pinner } => {
+            let p = q
+                .pins(PinsRequest {
+                    content_cid: cid.clone(),
+                    pinner: pinner.clone().unwrap_or_default(),
+                    limit: 0,
+                })
+                .await
+                .map_err(status)?
+                .into_inner();
+            record(&p.pins)?
+        }
+        QueryCommand::Replica { cid } => {
+            let r = q
+                .replica(CidRequest { cid: cid.clone() })
+                .await
+                .map_err(status)?
+                .into_inner();
+            record(&r.replica)?
+        }
+        QueryCommand::Model { version } => {
+            let m = q
+                .model(ModelRequest { version: *version })
+                .await
+                .map_err(status)?
+                .into_inner();
+            record(&m.model)?
+        }
+        QueryCommand::Trace { id } => {
+            let t = q
+                .trace(TraceRequest {
+                    trace_id: id.clone(),
+                })
+                .await
+                .map_err(status)?
+                .into_inner();
+            record(&t.trace)?
         }
     })
 }

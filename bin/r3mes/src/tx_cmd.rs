@@ -1,6 +1,7 @@
 //! `r3mes tx ...`: signs transactions with a keyring key and sends them to
-//! a node over gRPC; each command prints the result once the block holding
-//! it is committed.
+//! a node over gRPC (`r3mes_client::NodeClient`); each command prints the
+//! result once the block holding it is committed. Every message of the
+//! chain has a command.
 //!
 //! `tx submit-gradient` is the seed's miner flow by hand: add the gradient
 //! file to IPFS (16 KiB leaves, so validators read little; see
@@ -9,26 +10,27 @@
 //! time, and call `Msg.SubmitGradient`.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
-use clap::{Args, Subcommand};
+use clap::{Args, Subcommand, ValueEnum};
+use r3mes_chain::datasets::sign_dataset;
 use r3mes_chain::gradients::{FORMATS, solve_pow};
 use r3mes_chain::proto::{
-    ChunkData, GradientMetadata, MsgSend, MsgSubmitGradient, TxBody, tx_body,
+    ChallengeKind, ChunkData, DatasetMetadata, GradientMetadata, LoraAdapterRef, ModelVersion,
+    MsgApproveDataset, MsgClaimPinRewards, MsgDeactivateDataset, MsgIssueChallenge,
+    MsgProposeDataset, MsgRecordTrace, MsgRegisterModel, MsgRegisterPin, MsgRegisterReplica,
+    MsgSend, MsgStake, MsgSubmitGradient, MsgSubmitVerification, MsgUnstake, tx_body,
 };
-use r3mes_chain::{Address, SecretKey, SignedTx};
-use r3mes_ipfs::AddSource;
+use r3mes_chain::{Address, SecretKey};
+use r3mes_client::{NodeClient, Outcome};
+use r3mes_ipfs::{AddOptions, AddSource, ContentStore, PinMode, cids};
 use r3mes_kubo::KuboClient;
 use r3mes_node::home::Home;
 use r3mes_node::keyring::Keyring;
-use r3mes_node::proto::msg_client::MsgClient;
-use r3mes_node::proto::query_client::QueryClient;
-use r3mes_node::proto::{
-    AccountRequest, BroadcastTxRequest, ParamsRequest, StatusRequest, SubmitGradientRequest,
-    submit_gradient_request,
-};
+use r3mes_node::proto::ChallengeRequest;
 use r3mes_tensor::{Format, Limits};
-use tonic::transport::Channel;
+use r3mes_worker::availability::{DEFAULT_BLOCK_TIMEOUT, ResponseLimits, answer_from_content};
 
 #[derive(Args)]
 pub struct TxArgs {
@@ -41,17 +43,25 @@ pub struct TxArgs {
     /// Print JSON.
     #[arg(long, global = true)]
     json: bool,
+    /// Keyring key that signs.
+    #[arg(long, global = true)]
+    from: Option<String>,
     #[command(subcommand)]
     what: TxCommand,
+}
+
+/// The IPFS RPC API a command reads or adds content through.
+#[derive(Args)]
+struct Api {
+    /// The IPFS RPC API (the node's embedded one by default, or Kubo's).
+    #[arg(long, default_value = "http://127.0.0.1:5001")]
+    api: String,
 }
 
 #[derive(Subcommand)]
 enum TxCommand {
     /// Add a gradient file to IPFS and submit its CID and metadata.
     SubmitGradient {
-        /// Keyring key of the miner.
-        #[arg(long)]
-        from: String,
         /// The gradient file (protobuf, safetensors or pickle+gzip).
         file: PathBuf,
         /// Round (window) id it was trained in.
@@ -69,24 +79,171 @@ enum TxCommand {
         /// GPU architecture it was trained on.
         #[arg(long, default_value = "cpu")]
         gpu: String,
-        /// The IPFS RPC API to add the file to (the node's embedded one by default).
-        #[arg(long, default_value = "http://127.0.0.1:5001")]
-        api: String,
+        #[command(flatten)]
+        api: Api,
     },
     /// Send uremes to an address.
     Send {
-        /// Keyring key of the sender.
-        #[arg(long)]
-        from: String,
         /// Recipient `remes1...` address.
         to: String,
         /// Amount in uremes.
         amount: u128,
     },
+    /// Bond uremes of the balance as stake.
+    Stake {
+        /// Amount in uremes.
+        amount: u128,
+    },
+    /// Start unbonding stake.
+    Unstake {
+        /// Amount in uremes.
+        amount: u128,
+    },
+    /// Propose a dataset for governance; the signer is its provider and
+    /// signs its metadata.
+    ProposeDataset {
+        /// The dataset's CID (its root directory or manifest).
+        dataset: String,
+        /// Shard CIDs in shard-id order.
+        #[arg(long = "shard", required = true)]
+        shards: Vec<String>,
+        /// Name.
+        #[arg(long)]
+        name: String,
+        /// Description.
+        #[arg(long, default_value = "")]
+        description: String,
+        /// "text", "image" or "audio".
+        #[arg(long, default_value = "text")]
+        data_type: String,
+        /// Total size in bytes.
+        #[arg(long)]
+        size: u64,
+        /// License.
+        #[arg(long, default_value = "")]
+        license: String,
+        /// Tags.
+        #[arg(long = "tag")]
+        tags: Vec<String>,
+        /// Shard schema.
+        #[arg(long, default_value = "r3mes-tokens-v1")]
+        schema: String,
+    },
+    /// A validator approves a proposed dataset.
+    ApproveDataset {
+        /// The dataset's CID.
+        dataset: String,
+        /// Quality score, parts per million.
+        #[arg(long, default_value_t = 1_000_000)]
+        quality_ppm: u64,
+    },
+    /// A validator deactivates an approved dataset.
+    DeactivateDataset {
+        /// The dataset's CID.
+        dataset: String,
+    },
+    /// A validator challenges the availability of stored content.
+    IssueChallenge {
+        /// What is challenged.
+        #[arg(long, value_enum)]
+        kind: Kind,
+        /// The content's CID.
+        cid: String,
+        /// For pins: the pinner to challenge.
+        #[arg(long, default_value = "")]
+        target: String,
+    },
+    /// Answer an availability challenge from the content in IPFS.
+    RespondChallenge {
+        /// Hex challenge id.
+        id: String,
+        #[command(flatten)]
+        api: Api,
+    },
+    /// Build the signer's Proof-of-Replication replica of content in IPFS,
+    /// add and pin it, and register it.
+    RegisterReplica {
+        /// CID of the original data.
+        data: String,
+        #[command(flatten)]
+        api: Api,
+    },
+    /// Commit to pinning content, bonding stake.
+    RegisterPin {
+        /// CID of the content.
+        cid: String,
+        /// Stake bonded, uremes.
+        #[arg(long)]
+        stake: u128,
+        /// Reward per block, uremes.
+        #[arg(long)]
+        reward_per_block: u64,
+        /// Height at which the obligation ends.
+        #[arg(long)]
+        expiry_height: u64,
+    },
+    /// Claim the rewards a pin has accrued.
+    ClaimPinRewards {
+        /// CID of the pinned content.
+        cid: String,
+    },
+    /// Verify a gradient against a vault entry by range reads and submit
+    /// the result (what a validator's worker does by itself).
+    SubmitVerification {
+        /// The gradient's CID.
+        cid: String,
+        /// The validator's secret vault.
+        #[arg(long)]
+        vault: PathBuf,
+        /// Vault entry id (needed when the vault has several).
+        #[arg(long)]
+        entry: Option<String>,
+        #[command(flatten)]
+        api: Api,
+    },
+    /// A validator registers a model version.
+    RegisterModel {
+        /// Version, above every registered one.
+        #[arg(long)]
+        version: u64,
+        /// CID of the frozen backbone.
+        #[arg(long)]
+        backbone: String,
+        /// LoRA adapters as `LAYER:RANK:CID` (precision fp32) or
+        /// `LAYER:RANK:CID:PRECISION`.
+        #[arg(long = "adapter")]
+        adapters: Vec<String>,
+        /// CID of the training state.
+        #[arg(long, default_value = "")]
+        training_state: String,
+        /// CID of metadata.json.
+        #[arg(long, default_value = "")]
+        metadata: String,
+        /// Hex checksum of the model.
+        #[arg(long, default_value = "")]
+        checksum: String,
+    },
+    /// Record a computation trace.
+    RecordTrace {
+        /// CID of the trace.
+        trace: String,
+        /// CID of the gradient it explains.
+        #[arg(long, default_value = "")]
+        gradient: String,
+    },
+}
+
+/// What an availability challenge is about.
+#[derive(Clone, Copy, ValueEnum)]
+enum Kind {
+    Gradient,
+    Replica,
+    Pin,
 }
 
 pub fn run(args: TxArgs) -> Result<()> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
         .enable_all()
         .build()
         .context("starting the async runtime")?;
@@ -106,15 +263,17 @@ pub fn run(args: TxArgs) -> Result<()> {
 
 async fn send(args: &TxArgs) -> Result<serde_json::Value> {
     let home = Home::new(args.home.clone().unwrap_or_else(Home::default_root));
-    let channel = Channel::from_shared(args.node.clone())
-        .context("node URL")?
-        .connect()
-        .await
-        .with_context(|| format!("connecting to {}", args.node))?;
-    let status = |s: tonic::Status| anyhow::anyhow!("{:?}: {}", s.code(), s.message());
-    match &args.what {
+    let name = args
+        .from
+        .as_deref()
+        .context("name the signing key with --from NAME (`r3mes keys list`)")?;
+    let key = Keyring::new(home.keyring())
+        .secret(name)
+        .with_context(|| format!("key {name:?} of {}", home.keyring().display()))?;
+    let me = key.public_key().address();
+    let client = NodeClient::connect(&args.node).await?;
+    let msg = match &args.what {
         TxCommand::SubmitGradient {
-            from,
             file,
             round,
             shard,
@@ -123,89 +282,340 @@ async fn send(args: &TxArgs) -> Result<serde_json::Value> {
             gpu,
             api,
         } => {
-            let key = key(&home, from)?;
-            let miner = key.public_key().address();
-            let chunks = parse_chunks(chunks, *round, *shard)?;
-            let bytes =
-                std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
-            let format = gradient_format(&bytes)?;
-            let element_count = r3mes_tensor::decode(&bytes, None, &Limits::default())
-                .with_context(|| format!("decoding {}", file.display()))?
-                .elements();
-            let byte_size = bytes.len() as u64;
-            let store = KuboClient::new(api).with_context(|| format!("IPFS API {api}"))?;
-            let added = store
-                .add(
-                    AddSource::Bytes(bytes.into()),
-                    &r3mes_verify::gradient_add_options(),
-                )
-                .await
-                .with_context(|| format!("adding {} to {api}", file.display()))?;
-            let bits = pow_bits(&channel).await?;
-            let msg = MsgSubmitGradient {
-                miner: miner.to_string(),
-                ipfs_hash: added.cid.to_string(),
-                metadata: Some(GradientMetadata {
-                    round_id: *round,
-                    shard_id: *shard,
-                    chunks,
-                    gpu_architecture: gpu.clone(),
-                    backbone_hash: backbone.clone(),
-                    format: format.into(),
-                    byte_size,
-                    element_count,
-                }),
-                pow_nonce: solve_pow(&miner, &added.cid, *round, bits, 0),
-            };
-            let tx = sign(&channel, &key, &miner, tx_body::Msg::SubmitGradient(msg)).await?;
-            let answer = MsgClient::new(channel)
-                .submit_gradient(SubmitGradientRequest {
-                    transaction: Some(submit_gradient_request::Transaction::TxBytes(tx.encode())),
-                })
-                .await
-                .map_err(status)?
-                .into_inner();
-            Ok(serde_json::json!({
-                "ipfs_hash": answer.ipfs_hash,
-                "block_height": answer.block_height,
-                "tx_hash": answer.tx_hash,
-            }))
+            return submit_gradient(
+                &client, &key, file, *round, *shard, chunks, backbone, gpu, api,
+            )
+            .await;
         }
-        TxCommand::Send { from, to, amount } => {
-            let key = key(&home, from)?;
-            let sender = key.public_key().address();
+        TxCommand::Send { to, amount } => {
             Address::parse(to).with_context(|| format!("recipient {to}"))?;
-            let msg = tx_body::Msg::Send(MsgSend {
-                from: sender.to_string(),
+            let (amount_low, amount_high) = split(*amount);
+            tx_body::Msg::Send(MsgSend {
+                from: me.to_string(),
                 to: to.clone(),
-                amount_low: *amount as u64,
-                amount_high: (*amount >> 64) as u64,
-            });
-            let tx = sign(&channel, &key, &sender, msg).await?;
-            let r = MsgClient::new(channel)
-                .broadcast_tx(BroadcastTxRequest {
-                    tx_bytes: tx.encode(),
-                })
-                .await
-                .map_err(status)?
-                .into_inner();
-            if r.code != 0 {
-                bail!(
-                    "the transaction failed in block {}: {} (code {})",
-                    r.height,
-                    r.log,
-                    r.code
-                );
-            }
-            Ok(serde_json::json!({"tx_hash": r.tx_hash, "height": r.height}))
+                amount_low,
+                amount_high,
+            })
         }
-    }
+        TxCommand::Stake { amount } => {
+            let (amount_low, amount_high) = split(*amount);
+            tx_body::Msg::Stake(MsgStake {
+                from: me.to_string(),
+                amount_low,
+                amount_high,
+            })
+        }
+        TxCommand::Unstake { amount } => {
+            let (amount_low, amount_high) = split(*amount);
+            tx_body::Msg::Unstake(MsgUnstake {
+                from: me.to_string(),
+                amount_low,
+                amount_high,
+            })
+        }
+        TxCommand::ProposeDataset {
+            dataset,
+            shards,
+            name,
+            description,
+            data_type,
+            size,
+            license,
+            tags,
+            schema,
+        } => {
+            let dataset_cid = cids::parse(dataset).with_context(|| format!("dataset {dataset}"))?;
+            let shard_cids = shards
+                .iter()
+                .map(|s| cids::parse(s).with_context(|| format!("shard {s}")))
+                .collect::<Result<Vec<_>>>()?;
+            let mut metadata = DatasetMetadata {
+                name: name.clone(),
+                description: description.clone(),
+                data_type: data_type.clone(),
+                size: *size,
+                shard_count: shards.len() as u64,
+                license: license.clone(),
+                tags: tags.clone(),
+                ..DatasetMetadata::default()
+            };
+            sign_dataset(&key, &dataset_cid, &mut metadata, &shard_cids)?;
+            tx_body::Msg::ProposeDataset(MsgProposeDataset {
+                proposer: me.to_string(),
+                dataset_hash: dataset.clone(),
+                metadata: Some(metadata),
+                shard_cids: shards.clone(),
+                schema: schema.clone(),
+            })
+        }
+        TxCommand::ApproveDataset {
+            dataset,
+            quality_ppm,
+        } => tx_body::Msg::ApproveDataset(MsgApproveDataset {
+            validator: me.to_string(),
+            dataset_hash: dataset.clone(),
+            quality_ppm: *quality_ppm,
+        }),
+        TxCommand::DeactivateDataset { dataset } => {
+            tx_body::Msg::DeactivateDataset(MsgDeactivateDataset {
+                validator: me.to_string(),
+                dataset_hash: dataset.clone(),
+            })
+        }
+        TxCommand::IssueChallenge { kind, cid, target } => {
+            let kind = match kind {
+                Kind::Gradient => ChallengeKind::Gradient,
+                Kind::Replica => ChallengeKind::Replica,
+                Kind::Pin => ChallengeKind::Pin,
+            };
+            tx_body::Msg::IssueChallenge(MsgIssueChallenge {
+                challenger: me.to_string(),
+                kind: kind.into(),
+                ipfs_hash: cid.clone(),
+                target: target.clone(),
+            })
+        }
+        TxCommand::RespondChallenge { id, api } => respond_challenge(&client, &me, id, api).await?,
+        TxCommand::RegisterReplica { data, api } => register_replica(&me, data, api).await?,
+        TxCommand::RegisterPin {
+            cid,
+            stake,
+            reward_per_block,
+            expiry_height,
+        } => {
+            let (stake_low, stake_high) = split(*stake);
+            tx_body::Msg::RegisterPin(MsgRegisterPin {
+                pinner: me.to_string(),
+                content_hash: cid.clone(),
+                stake_low,
+                stake_high,
+                reward_per_block: *reward_per_block,
+                expiry_height: *expiry_height,
+            })
+        }
+        TxCommand::ClaimPinRewards { cid } => tx_body::Msg::ClaimPinRewards(MsgClaimPinRewards {
+            pinner: me.to_string(),
+            content_hash: cid.clone(),
+        }),
+        TxCommand::SubmitVerification {
+            cid,
+            vault,
+            entry,
+            api,
+        } => verification(&me, cid, vault, entry.as_deref(), api).await?,
+        TxCommand::RegisterModel {
+            version,
+            backbone,
+            adapters,
+            training_state,
+            metadata,
+            checksum,
+        } => tx_body::Msg::RegisterModel(MsgRegisterModel {
+            authority: me.to_string(),
+            model: Some(ModelVersion {
+                version: *version,
+                backbone_hash: backbone.clone(),
+                lora_adapters: adapters
+                    .iter()
+                    .map(|a| parse_adapter(a))
+                    .collect::<Result<_>>()?,
+                training_state_hash: training_state.clone(),
+                checksum: hex::decode(checksum).context("--checksum is not hex")?,
+                metadata_hash: metadata.clone(),
+                ..ModelVersion::default()
+            }),
+        }),
+        TxCommand::RecordTrace { trace, gradient } => tx_body::Msg::RecordTrace(MsgRecordTrace {
+            submitter: me.to_string(),
+            trace_hash: trace.clone(),
+            gradient_hash: gradient.clone(),
+        }),
+    };
+    let outcome = client.send(&key, msg).await?;
+    Ok(outcome_json(&outcome))
 }
 
-fn key(home: &Home, name: &str) -> Result<SecretKey> {
-    Keyring::new(home.keyring())
-        .secret(name)
-        .with_context(|| format!("key {name:?} of {}", home.keyring().display()))
+fn outcome_json(outcome: &Outcome) -> serde_json::Value {
+    let mut out = serde_json::json!({
+        "tx_hash": outcome.tx_hash,
+        "height": outcome.height,
+    });
+    if !outcome.result.is_empty() {
+        out["result"] = outcome.result.clone().into();
+    }
+    out["events"] = outcome
+        .events
+        .iter()
+        .filter_map(|e| e.kind.as_ref())
+        .map(|k| serde_json::to_value(k).unwrap_or_default())
+        .collect();
+    out
+}
+
+/// A u128 as the proto's low and high halves.
+fn split(amount: u128) -> (u64, u64) {
+    (amount as u64, (amount >> 64) as u64)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn submit_gradient(
+    client: &NodeClient,
+    key: &SecretKey,
+    file: &std::path::Path,
+    round: u64,
+    shard: u64,
+    chunks: &[String],
+    backbone: &str,
+    gpu: &str,
+    api: &Api,
+) -> Result<serde_json::Value> {
+    let miner = key.public_key().address();
+    let chunks = parse_chunks(chunks, round, shard)?;
+    let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+    let format = gradient_format(&bytes)?;
+    let element_count = r3mes_tensor::decode(&bytes, None, &Limits::default())
+        .with_context(|| format!("decoding {}", file.display()))?
+        .elements();
+    let byte_size = bytes.len() as u64;
+    let store = kubo(&api.api)?;
+    let added = store
+        .add(
+            AddSource::Bytes(bytes.into()),
+            &r3mes_verify::gradient_add_options(),
+        )
+        .await
+        .with_context(|| format!("adding {} to {}", file.display(), api.api))?;
+    let bits = client.params().await?.pow_difficulty_bits;
+    let msg = MsgSubmitGradient {
+        miner: miner.to_string(),
+        ipfs_hash: added.cid.to_string(),
+        metadata: Some(GradientMetadata {
+            round_id: round,
+            shard_id: shard,
+            chunks,
+            gpu_architecture: gpu.to_owned(),
+            backbone_hash: backbone.to_owned(),
+            format: format.into(),
+            byte_size,
+            element_count,
+        }),
+        pow_nonce: solve_pow(&miner, &added.cid, round, bits, 0),
+    };
+    let answer = client.submit_gradient(key, msg).await?;
+    Ok(serde_json::json!({
+        "ipfs_hash": answer.ipfs_hash,
+        "block_height": answer.block_height,
+        "tx_hash": answer.tx_hash,
+    }))
+}
+
+fn kubo(api: &str) -> Result<KuboClient> {
+    KuboClient::new(api).with_context(|| format!("IPFS API {api}"))
+}
+
+/// The answer to challenge `id` from the content behind `api`.
+async fn respond_challenge(
+    client: &NodeClient,
+    me: &Address,
+    id: &str,
+    api: &Api,
+) -> Result<tx_body::Msg> {
+    let challenge = client
+        .query()
+        .challenge(ChallengeRequest {
+            challenge_id: id.to_owned(),
+        })
+        .await
+        .map_err(|s| anyhow::anyhow!("challenge {id}: {:?}: {}", s.code(), s.message()))?
+        .into_inner()
+        .challenge
+        .with_context(|| format!("the node returned no challenge {id}"))?;
+    let status = client.status().await?;
+    let params = client.params().await?;
+    let limits = ResponseLimits::new(params.max_response_bytes, &status.chain_id);
+    let content: Arc<dyn ContentStore> = Arc::new(kubo(&api.api)?);
+    let mut answers =
+        answer_from_content(vec![challenge], me, content, &limits, DEFAULT_BLOCK_TIMEOUT).await?;
+    if let Some((_, why)) = answers.unanswered.pop() {
+        bail!("challenge {id} cannot be answered from {}: {why}", api.api);
+    }
+    let answer = answers
+        .answered
+        .pop()
+        .with_context(|| format!("challenge {id} gave no answer"))?;
+    Ok(tx_body::Msg::RespondChallenge(answer.msg))
+}
+
+/// Encodes `me`'s replica of `data`, adds and pins it, and builds the
+/// registration.
+async fn register_replica(me: &Address, data: &str, api: &Api) -> Result<tx_body::Msg> {
+    let cid = cids::parse(data).with_context(|| format!("data {data}"))?;
+    let store = kubo(&api.api)?;
+    let original = store
+        .cat(&cid, 0, None)
+        .await
+        .with_context(|| format!("reading {cid} from {}", api.api))?;
+    let id = r3mes_protocol::replica::replication_id(&me.to_string(), &cid.to_bytes());
+    let replica = r3mes_protocol::replica::encode_replica(&id, &original)?;
+    let added = store
+        .add(AddSource::Bytes(replica.into()), &AddOptions::default())
+        .await
+        .context("adding the replica")?;
+    store
+        .pin_add(&added.cid, PinMode::Recursive, Some("r3mes-replica"))
+        .await
+        .context("pinning the replica")?;
+    Ok(tx_body::Msg::RegisterReplica(MsgRegisterReplica {
+        miner: me.to_string(),
+        data_hash: data.to_owned(),
+        replica_hash: added.cid.to_string(),
+        replication_id: hex::encode(id),
+    }))
+}
+
+/// Verifies `cid` with a vault entry and builds the result message.
+async fn verification(
+    me: &Address,
+    cid: &str,
+    vault: &std::path::Path,
+    entry: Option<&str>,
+    api: &Api,
+) -> Result<tx_body::Msg> {
+    let gradient = cids::parse(cid).with_context(|| format!("gradient {cid}"))?;
+    let vault = r3mes_verify::Vault::load(vault)?;
+    let entry = crate::verify::pick_entry(&vault, entry)?;
+    let store = crate::verify::open_store(Some(&api.api), None).await?;
+    let verifier = r3mes_verify::Verifier::new(
+        store,
+        r3mes_verify::VerifyCache::default(),
+        r3mes_verify::VerifierConfig::default(),
+    );
+    let report = verifier.verify(&gradient, entry).await?;
+    Ok(tx_body::Msg::SubmitVerification(MsgSubmitVerification {
+        validator: me.to_string(),
+        ipfs_hash: cid.to_owned(),
+        cosine_ppm: report.cosine_ppm.clamp(-1_000_000, 1_000_000),
+        vault_commitment: entry.commitment().to_vec(),
+        passed: report.passed,
+    }))
+}
+
+/// `LAYER:RANK:CID[:PRECISION]`.
+fn parse_adapter(item: &str) -> Result<LoraAdapterRef> {
+    let parts: Vec<&str> = item.split(':').collect();
+    let (layer, rank, cid, precision) = match parts.as_slice() {
+        [l, r, c] => (*l, *r, *c, "fp32"),
+        [l, r, c, p] => (*l, *r, *c, *p),
+        _ => bail!("--adapter {item:?} is not LAYER:RANK:CID[:PRECISION]"),
+    };
+    Ok(LoraAdapterRef {
+        layer_id: layer.to_owned(),
+        rank: rank
+            .parse()
+            .with_context(|| format!("--adapter {item:?}: the rank is not a number"))?,
+        adapter_hash: cid.to_owned(),
+        precision: precision.to_owned(),
+    })
 }
 
 /// `ID:DATA_CID` items as 2048-token chunks of `round` and `shard`.
@@ -243,44 +653,4 @@ fn gradient_format(bytes: &[u8]) -> Result<&'static str> {
         ),
     };
     Ok(name)
-}
-
-async fn pow_bits(channel: &Channel) -> Result<u32> {
-    let p = QueryClient::new(channel.clone())
-        .params(ParamsRequest {})
-        .await
-        .map_err(|s| anyhow::anyhow!("params: {}", s.message()))?
-        .into_inner();
-    let params: serde_json::Value = serde_json::from_str(&p.params_json)?;
-    params["pow_difficulty_bits"]
-        .as_u64()
-        .and_then(|b| u32::try_from(b).ok())
-        .context("the node's params have no pow_difficulty_bits")
-}
-
-/// Signs `msg` with the account's next sequence at the chain's next block time.
-async fn sign(
-    channel: &Channel,
-    key: &SecretKey,
-    signer: &Address,
-    msg: tx_body::Msg,
-) -> Result<SignedTx> {
-    let mut q = QueryClient::new(channel.clone());
-    let err = |s: tonic::Status| anyhow::anyhow!("{:?}: {}", s.code(), s.message());
-    let status = q.status(StatusRequest {}).await.map_err(err)?.into_inner();
-    let account = q
-        .account(AccountRequest {
-            address: signer.to_string(),
-        })
-        .await
-        .map_err(err)?
-        .into_inner();
-    SignedTx::sign(
-        TxBody { msg: Some(msg) },
-        key,
-        account.sequence,
-        &status.chain_id,
-        status.next_block_time_ms,
-    )
-    .context("signing")
 }

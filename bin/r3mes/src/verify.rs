@@ -127,7 +127,7 @@ pub fn run_verify(args: VerifyArgs) -> Result<()> {
     Ok(())
 }
 
-fn pick_entry<'a>(vault: &'a Vault, id: Option<&str>) -> Result<&'a VaultEntry> {
+pub(crate) fn pick_entry<'a>(vault: &'a Vault, id: Option<&str>) -> Result<&'a VaultEntry> {
     match (id, vault.entries.as_slice()) {
         (Some(id), _) => vault
             .entry(id)
@@ -147,7 +147,10 @@ fn pick_entry<'a>(vault: &'a Vault, id: Option<&str>) -> Result<&'a VaultEntry> 
 
 /// `--api` wins; otherwise a daemon that holds the repo (its `api` file
 /// answers); otherwise the repo, opened here.
-async fn open_store(api: Option<&str>, repo: Option<PathBuf>) -> Result<Arc<dyn ContentStore>> {
+pub(crate) async fn open_store(
+    api: Option<&str>,
+    repo: Option<PathBuf>,
+) -> Result<Arc<dyn ContentStore>> {
     if let Some(api) = api {
         let client = KuboClient::new(api).with_context(|| format!("using API {api}"))?;
         return Ok(Arc::new(client));

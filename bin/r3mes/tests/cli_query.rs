@@ -4,69 +4,21 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead, BufReader};
+mod common;
+
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::Output;
 
-fn r3mes(home: &Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_r3mes"));
-    cmd.env("R3MES_HOME", home).env_remove("R3MES_KUBO_BIN");
-    cmd
-}
-
-struct Node(Child);
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.0.id().to_string()])
-            .status();
-        let _ = self.0.wait();
-    }
-}
-
-fn start(home: &Path) -> (Node, String) {
-    let mut child = r3mes(home)
-        .args(["node", "start"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).unwrap();
-    let addr = line
-        .strip_prefix("node started: gRPC ")
-        .and_then(|rest| rest.split_whitespace().next())
-        .unwrap_or_else(|| panic!("unexpected start line {line:?}"))
-        .to_owned();
-    (Node(child), format!("http://{addr}"))
-}
+use common::{Node, fails, ok, r3mes};
 
 /// `node init` (100 ms blocks, one dev account, ephemeral ports) and
 /// `node start` in `home`; returns the validator's address, the node and
 /// its gRPC URL.
 fn init_and_start(home: &Path) -> (String, Node, String) {
-    let init = r3mes(home)
-        .args([
-            "node",
-            "init",
-            "--block-time-ms",
-            "100",
-            "--dev-accounts",
-            "1",
-            "--grpc-addr",
-            "127.0.0.1:0",
-            "--metrics-addr",
-            "127.0.0.1:0",
-            "--no-ipfs-http",
-            "--json",
-        ])
-        .output()
-        .unwrap();
-    let init: serde_json::Value = serde_json::from_slice(&init.stdout).unwrap();
+    let init = common::init(home, 100, 1, |_| {});
     let validator = init["validator"].as_str().unwrap().to_owned();
-    let (node, url) = start(home);
+    let node = common::start(home, &[]);
+    let url = node.url.clone();
     (validator, node, url)
 }
 
@@ -77,21 +29,6 @@ fn query(home: &Path, url: &str, args: &[&str]) -> Output {
         .args(["--node", url])
         .output()
         .unwrap()
-}
-
-fn ok(out: Output) -> String {
-    assert!(
-        out.status.success(),
-        "failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn fails(out: Output, needle: &str) {
-    assert!(!out.status.success(), "unexpected success");
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains(needle), "expected {needle:?} in {err:?}");
 }
 
 #[test]

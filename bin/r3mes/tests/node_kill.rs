@@ -94,6 +94,7 @@ async fn send_until(
         match msg
             .broadcast_tx(BroadcastTxRequest {
                 tx_bytes: tx.encode(),
+                ..Default::default()
             })
             .await
         {

@@ -140,6 +140,7 @@ async fn broadcast_tx_applies_any_message_and_reports_keeper_failures() {
     let r1 = tokio::spawn(async move {
         c1.broadcast_tx(BroadcastTxRequest {
             tx_bytes: first.encode(),
+            ..Default::default()
         })
         .await
     });
@@ -157,6 +158,7 @@ async fn broadcast_tx_applies_any_message_and_reports_keeper_failures() {
     let r2 = c2
         .broadcast_tx(BroadcastTxRequest {
             tx_bytes: second.encode(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -187,6 +189,7 @@ async fn broadcast_tx_applies_any_message_and_reports_keeper_failures() {
         .msg
         .broadcast_tx(BroadcastTxRequest {
             tx_bytes: too_much.encode(),
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -460,6 +463,7 @@ async fn a_transaction_failing_in_its_block_is_reported_and_drops_its_successors
             client
                 .broadcast_tx(BroadcastTxRequest {
                     tx_bytes: tx.encode(),
+                    ..Default::default()
                 })
                 .await
                 .map(tonic::Response::into_inner)
@@ -482,6 +486,7 @@ async fn a_transaction_failing_in_its_block_is_reported_and_drops_its_successors
                 .msg
                 .broadcast_tx(BroadcastTxRequest {
                     tx_bytes: prost::Message::encode_to_vec(&forged),
+                    ..Default::default()
                 })
                 .await
                 .unwrap_err();
@@ -520,6 +525,7 @@ async fn a_transaction_failing_in_its_block_is_reported_and_drops_its_successors
         .msg
         .broadcast_tx(BroadcastTxRequest {
             tx_bytes: next.encode(),
+            ..Default::default()
         })
         .await
         .unwrap()

@@ -265,6 +265,7 @@ async fn malformed_transactions_are_refused_with_clear_statuses_and_change_nothi
         .msg
         .broadcast_tx(BroadcastTxRequest {
             tx_bytes: tx.encode(),
+            ..Default::default()
         })
         .await
         .unwrap()

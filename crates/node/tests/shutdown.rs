@@ -54,6 +54,7 @@ async fn send_until_refused(
         match msg
             .broadcast_tx(BroadcastTxRequest {
                 tx_bytes: tx.encode(),
+                ..Default::default()
             })
             .await
         {

@@ -52,11 +52,17 @@ pub struct ResponseLimits {
 impl ResponseLimits {
     /// The limits `keeper` applies to `MsgRespondChallenge` transactions.
     pub fn of_keeper(keeper: &Keeper) -> Self {
-        let max_tx = usize::try_from(keeper.params().max_response_bytes).unwrap_or(usize::MAX);
+        Self::new(keeper.params().max_response_bytes, keeper.chain_id())
+    }
+
+    /// The limits of a keeper with parameter `max_response_bytes` on
+    /// `chain_id` (for a responder that knows the keeper only remotely).
+    pub fn new(max_response_bytes: u64, chain_id: &str) -> Self {
+        let max_tx = usize::try_from(max_response_bytes).unwrap_or(usize::MAX);
         Self {
             // The keeper checks answers with the default proof limits.
             proof: ProofLimits::default(),
-            max_body_bytes: max_tx.saturating_sub(envelope_bytes(keeper.chain_id())),
+            max_body_bytes: max_tx.saturating_sub(envelope_bytes(chain_id)),
         }
     }
 }

@@ -8,12 +8,13 @@ use r3mes_chain::proto::{Tx, tx_body};
 use tonic::{Request, Response, Status};
 
 use super::Shared;
-use crate::admission::to_status;
+use crate::admission::{Admitted, to_status};
 use crate::mempool::Committed;
 use crate::proto::msg_server::Msg;
 use crate::proto::submit_gradient_request;
 use crate::proto::{
-    BroadcastTxRequest, BroadcastTxResponse, SubmitGradientRequest, SubmitGradientResponse,
+    BroadcastMode, BroadcastTxRequest, BroadcastTxResponse, SubmitGradientRequest,
+    SubmitGradientResponse,
 };
 
 /// The `Msg` service.
@@ -27,15 +28,16 @@ impl MsgService {
         MsgService { shared }
     }
 
+    /// Admits `bytes` to the mempool.
+    async fn admit(&self, bytes: Vec<u8>) -> Result<Admitted, Status> {
+        self.shared.admission.admit(bytes).await.inspect_err(|_| {
+            self.shared.metrics.txs_rejected.fetch_add(1, Relaxed);
+        })
+    }
+
     /// Admits `bytes` and waits for the block that holds them.
     async fn submit(&self, bytes: Vec<u8>) -> Result<Committed, Status> {
-        let admitted = match self.shared.admission.admit(bytes).await {
-            Ok(a) => a,
-            Err(status) => {
-                self.shared.metrics.txs_rejected.fetch_add(1, Relaxed);
-                return Err(status);
-            }
-        };
+        let admitted = self.admit(bytes).await?;
         admitted.reply.await.map_err(|_| {
             Status::unavailable("the node stopped before the transaction's block was committed")
         })?
@@ -82,7 +84,15 @@ impl Msg for MsgService {
         &self,
         request: Request<BroadcastTxRequest>,
     ) -> Result<Response<BroadcastTxResponse>, Status> {
-        let committed = self.submit(request.into_inner().tx_bytes).await?;
+        let request = request.into_inner();
+        if request.mode() == BroadcastMode::Sync {
+            let admitted = self.admit(request.tx_bytes).await?;
+            return Ok(Response::new(BroadcastTxResponse {
+                tx_hash: hex::encode(admitted.hash),
+                ..BroadcastTxResponse::default()
+            }));
+        }
+        let committed = self.submit(request.tx_bytes).await?;
         let mut response = BroadcastTxResponse {
             tx_hash: hex::encode(committed.hash),
             height: committed.height,
