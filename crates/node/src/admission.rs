@@ -13,6 +13,11 @@
 //! checks run without the state (`SignedTx::verify` at the transaction's
 //! own sequence, the gradient message's CID and metadata). Either way the
 //! signature is verified once.
+//!
+//! The checks are CPU work on tokio's blocking pool, at most two per core
+//! at a time: thousands of concurrent clients would otherwise grow the
+//! pool to dozens of threads, each with its own allocator arena, and the
+//! node's memory with them, for no extra throughput.
 
 use std::sync::Arc;
 
@@ -20,7 +25,7 @@ use prost::Message;
 use r3mes_chain::exec::{Ctx, parse_cid};
 use r3mes_chain::proto::{Tx, tx_body};
 use r3mes_chain::{Address, Keeper, SignedTx};
-use tokio::sync::oneshot;
+use tokio::sync::{Semaphore, oneshot};
 use tonic::{Code, Status};
 
 use crate::mempool::{Admit, Mempool, Pending, Reply};
@@ -30,6 +35,8 @@ use crate::mempool::{Admit, Mempool, Pending, Reply};
 pub struct Admission {
     keeper: Arc<Keeper>,
     mempool: Arc<Mempool>,
+    /// Admission checks running at once (see the module docs).
+    running: Arc<Semaphore>,
 }
 
 /// An admitted transaction: where its result will arrive.
@@ -44,11 +51,21 @@ pub struct Admitted {
 impl Admission {
     /// Admission over `keeper`'s committed state into `mempool`.
     pub fn new(keeper: Arc<Keeper>, mempool: Arc<Mempool>) -> Self {
-        Admission { keeper, mempool }
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        Admission {
+            keeper,
+            mempool,
+            running: Arc::new(Semaphore::new(2 * cores)),
+        }
     }
 
     /// Checks `bytes` and queues the transaction (see the module docs).
     pub async fn admit(&self, bytes: Vec<u8>) -> Result<Admitted, Status> {
+        let _turn = self
+            .running
+            .acquire()
+            .await
+            .map_err(|_| Status::unavailable("the node is stopping"))?;
         let this = self.clone();
         tokio::task::spawn_blocking(move || this.admit_blocking(&bytes))
             .await
