@@ -83,7 +83,7 @@ pub async fn run(
             tracing::warn!(height, %error, "duty failed");
         }
         for tx in report.txs {
-            match admission.admit(tx.encode()).await {
+            match admission.admit(&tx.encode()) {
                 Ok(_) => tracing::debug!(height, "duty transaction admitted"),
                 Err(status) => {
                     tracing::warn!(height, "duty transaction refused: {}", status.message())

@@ -29,15 +29,15 @@ impl MsgService {
     }
 
     /// Admits `bytes` to the mempool.
-    async fn admit(&self, bytes: Vec<u8>) -> Result<Admitted, Status> {
-        self.shared.admission.admit(bytes).await.inspect_err(|_| {
+    fn admit(&self, bytes: Vec<u8>) -> Result<Admitted, Status> {
+        self.shared.admission.admit(&bytes).inspect_err(|_| {
             self.shared.metrics.txs_rejected.fetch_add(1, Relaxed);
         })
     }
 
     /// Admits `bytes` and waits for the block that holds them.
     async fn submit(&self, bytes: Vec<u8>) -> Result<Committed, Status> {
-        let admitted = self.admit(bytes).await?;
+        let admitted = self.admit(bytes)?;
         admitted.reply.await.map_err(|_| {
             Status::unavailable("the node stopped before the transaction's block was committed")
         })?
@@ -86,7 +86,7 @@ impl Msg for MsgService {
     ) -> Result<Response<BroadcastTxResponse>, Status> {
         let request = request.into_inner();
         if request.mode() == BroadcastMode::Sync {
-            let admitted = self.admit(request.tx_bytes).await?;
+            let admitted = self.admit(request.tx_bytes)?;
             return Ok(Response::new(BroadcastTxResponse {
                 tx_hash: hex::encode(admitted.hash),
                 ..BroadcastTxResponse::default()
