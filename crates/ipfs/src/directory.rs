@@ -235,7 +235,10 @@ impl Directory {
     /// [`check_name`] and a name given twice give [`Error::InvalidDirectory`].
     /// A missing `Tsize` counts as 0.
     pub fn decode(cid: &Cid, block: &[u8]) -> Result<Self> {
-        let invalid = |reason: String| Error::InvalidDirectory { cid: *cid, reason };
+        let invalid = |reason: String| Error::InvalidDirectory {
+            cid: *cid,
+            reason: reason.into_boxed_str(),
+        };
         if cid.codec() != cids::DAG_PB {
             return Err(invalid("a raw block is a file, not a directory".into()));
         }

@@ -106,8 +106,8 @@ pub enum Error {
     InvalidDirectory {
         /// The node.
         cid: Cid,
-        /// What is wrong with it.
-        reason: String,
+        /// What is wrong with it (boxed to keep the error small).
+        reason: Box<str>,
     },
     /// A HAMT-sharded directory, which can be neither read nor written here.
     #[error(

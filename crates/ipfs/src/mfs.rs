@@ -453,20 +453,19 @@ impl Mfs {
                     path: from.to_string(),
                 })?;
             let mut target = to.clone();
-            if let Some(existing) = work.entry(to.parts())?.or_else(|| {
-                to.is_root().then(|| DirEntry {
-                    name: String::new(),
-                    cid: work.root,
-                    tsize: 0,
-                })
-            }) {
-                if work.kind_of(&existing.cid)? == EntryKind::Directory {
-                    target = to.join(from.name().unwrap_or_default())?;
-                    if work.entry(target.parts())?.is_some() {
-                        return Err(Error::EntryExists {
-                            path: target.to_string(),
-                        });
-                    }
+            let existing = if to.is_root() {
+                Some(work.root)
+            } else {
+                work.entry(to.parts())?.map(|e| e.cid)
+            };
+            if let Some(existing) = existing
+                && work.kind_of(&existing)? == EntryKind::Directory
+            {
+                target = to.join(from.name().unwrap_or_default())?;
+                if work.entry(target.parts())?.is_some() {
+                    return Err(Error::EntryExists {
+                        path: target.to_string(),
+                    });
                 }
             }
             if target.parts().starts_with(from.parts()) {
@@ -780,7 +779,7 @@ impl<'a, 'd> Splice<'a, 'd> {
             let Some((cid, _)) = self.old else {
                 return Ok(0);
             };
-            let piece = want.max(1).min(SPLICE_PIECE);
+            let piece = want.clamp(1, SPLICE_PIECE);
             let mut reader = RangeReader::new(self.repo.store());
             self.buffer.clear();
             self.buffer_pos = 0;
