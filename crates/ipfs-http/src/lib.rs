@@ -4,8 +4,8 @@
 //!
 //! - the **RPC API** (default `127.0.0.1:5001`): the subset of Kubo's
 //!   `/api/v0/` commands r3mes and the seed's Python miner use (`add`, `cat`,
-//!   `block/*`, `pin/*`, `repo/gc`, `dag/export`, `dag/import`, `id`,
-//!   `version`), with Kubo's request options, answer shapes and error JSON, so
+//!   `block/*`, `pin/*`, `repo/gc`, `dag/export`, `dag/import`, `files/*`
+//!   (the MFS), `id`, `version`), with Kubo's request options, answer shapes and error JSON, so
 //!   a Kubo client (the seed's `requests.post(f"{base}/add", files=...)`, or
 //!   `r3mes-kubo`) works against it unchanged;
 //! - the **trustless gateway** (default `127.0.0.1:8080`): `GET`/`HEAD

@@ -44,6 +44,20 @@ pub trait BlockStore: Send + Sync {
     /// Removes a pin; false when there was none.
     fn remove_pin(&self, cid: &Cid) -> Result<bool>;
 
+    /// The MFS root directory, if one was ever set.
+    fn mfs_root(&self) -> Result<Option<Cid>> {
+        Ok(None)
+    }
+
+    /// Replaces the MFS root, atomically and durably: after a crash the store
+    /// names either the old root or the new one. The new root's blocks must
+    /// already be committed.
+    fn set_mfs_root(&self, root: &Cid) -> Result<()> {
+        Err(Error::InvalidArgument(format!(
+            "this block store keeps no MFS root (cannot set {root})"
+        )))
+    }
+
     /// A block, verified against its CID. Identity CIDs need no store.
     fn get(&self, cid: &Cid) -> Result<Vec<u8>> {
         if cids::is_inline(cid) {
@@ -122,6 +136,7 @@ impl<S: BlockSource> BlockStore for S {
 struct MemoryState {
     blocks: BTreeMap<Vec<u8>, Vec<u8>>,
     pins: BTreeMap<Vec<u8>, PinInfo>,
+    mfs_root: Option<Cid>,
 }
 
 /// A block store held in memory: same semantics as the persistent one.
@@ -221,5 +236,14 @@ impl BlockStore for MemoryBlockStore {
 
     fn remove_pin(&self, cid: &Cid) -> Result<bool> {
         Ok(self.write().pins.remove(&cid.to_bytes()).is_some())
+    }
+
+    fn mfs_root(&self) -> Result<Option<Cid>> {
+        Ok(self.read().mfs_root)
+    }
+
+    fn set_mfs_root(&self, root: &Cid) -> Result<()> {
+        self.write().mfs_root = Some(*root);
+        Ok(())
     }
 }

@@ -101,6 +101,75 @@ pub enum Error {
     /// The remote IPFS API could not be reached or answered nonsense.
     #[error("IPFS API transport: {0}")]
     Transport(String),
+    /// A UnixFS directory node is malformed or its entries break the naming rules.
+    #[error("{cid} is not a valid UnixFS directory: {reason}")]
+    InvalidDirectory {
+        /// The node.
+        cid: Cid,
+        /// What is wrong with it (boxed to keep the error small).
+        reason: Box<str>,
+    },
+    /// A HAMT-sharded directory, which can be neither read nor written here.
+    #[error(
+        "{0} is a HAMT-sharded directory, which is not supported (Kubo shards directories \
+         whose links exceed 256 KiB)"
+    )]
+    HamtDirectory(Cid),
+    /// A directory would grow past the size where Kubo switches to a HAMT.
+    #[error(
+        "directory {path} would hold {size} bytes of links, at or past Kubo's sharding \
+         threshold of {limit} bytes; HAMT-sharded directories are not supported"
+    )]
+    DirectoryTooLarge {
+        /// The directory's MFS path.
+        path: String,
+        /// Estimated link bytes (name plus binary CID of every entry).
+        size: usize,
+        /// The threshold.
+        limit: usize,
+    },
+    /// An MFS path that is not absolute or not well formed (Kubo's wording).
+    #[error("{0}")]
+    InvalidPath(String),
+    /// Nothing exists at an MFS path (Kubo's `os.ErrNotExist` wording).
+    #[error("file does not exist")]
+    FileDoesNotExist {
+        /// The path looked up.
+        path: String,
+    },
+    /// `mkdir` of a path that exists (Kubo's `os.ErrExist` wording).
+    #[error("file already exists")]
+    FileExists {
+        /// The path.
+        path: String,
+    },
+    /// A copy or move onto a name its directory already has (Kubo's `ErrDirExists`).
+    #[error("directory already has entry by that name")]
+    EntryExists {
+        /// The path.
+        path: String,
+    },
+    /// A path goes through, or names, a file where a directory is needed.
+    #[error("{path} is not a directory")]
+    NotADirectory {
+        /// The path.
+        path: String,
+    },
+    /// A path names a directory where a file is needed (Kubo's wording).
+    #[error("{path} was not a file")]
+    IsNotAFile {
+        /// The path.
+        path: String,
+    },
+    /// `rm` of a directory without `recursive` (Kubo's wording).
+    #[error("{path} is a directory, use -r to remove directories")]
+    IsADirectory {
+        /// The path.
+        path: String,
+    },
+    /// An MFS operation that cannot be done for another reason (the message says why).
+    #[error("{0}")]
+    Files(String),
 }
 
 impl Error {

@@ -5,6 +5,8 @@
 //! raw leaves on request), keeps blocks in a store that re-hashes every block it
 //! reads, pins roots and garbage-collects the rest, reads byte ranges by fetching
 //! only the leaves that hold them, and moves DAGs in and out as CAR v1 files.
+//! It builds and reads UnixFS directories as Kubo does and keeps a persistent
+//! MFS (Kubo's `ipfs files` tree) whose root is a GC root.
 //!
 //! It does not speak HTTP: the Kubo RPC client lives in `r3mes-kubo`, the
 //! embedded daemon and gateway in `r3mes-ipfs-http`. Both meet here in the
@@ -16,9 +18,11 @@ pub mod car;
 pub mod cids;
 pub mod content;
 pub mod dagpb;
+pub mod directory;
 mod embedded;
 mod error;
 pub mod importer;
+pub mod mfs;
 mod packstore;
 pub mod proof;
 pub mod reader;
@@ -31,8 +35,10 @@ pub use cid::Cid;
 pub use content::{
     AddOptions, AddSource, Added, ContentStore, GcReport, NodeIdentity, PinInfo, PinMode, ReadStats,
 };
+pub use directory::{DirEntry, Directory, EntryKind, NodeStat};
 pub use embedded::EmbeddedStore;
 pub use error::{Error, Result};
+pub use mfs::{ListEntry, Mfs, MfsPath, WriteOptions};
 pub use packstore::PackBlockStore;
 pub use repo::Repo;
 

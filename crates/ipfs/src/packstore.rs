@@ -1,6 +1,6 @@
 //! [`PackBlockStore`]: the persistent block store. Block bytes are appended to
 //! pack files (`packs/NNNNNNNN.pack`); a redb database (`blocks.redb`) maps each
-//! multihash to `(pack, offset, length)` and holds the pins.
+//! multihash to `(pack, offset, length)` and holds the pins and the MFS root.
 //!
 //! Why not blocks as redb values: measured on a 512 MiB import, a 262158-byte
 //! leaf (256 KiB plus dag-pb framing) takes a 512 KiB redb allocation, so the
@@ -36,6 +36,11 @@ const INDEX: TableDefinition<'_, &[u8], &[u8]> = TableDefinition::new("index-0")
 const PACKS: TableDefinition<'_, u32, u64> = TableDefinition::new("packs-0");
 /// binary CID -> mode byte (`R`/`D`) followed by the UTF-8 name.
 const PINS: TableDefinition<'_, &[u8], &[u8]> = TableDefinition::new("pins-0");
+
+/// MFS state: `root` -> binary CID of the MFS root directory.
+const MFS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("mfs-0");
+/// Key of the MFS root in [`MFS`].
+const MFS_ROOT_KEY: &str = "root";
 
 /// A pack is closed and a new one started past this size.
 const PACK_TARGET_BYTES: u64 = 1 << 30;
@@ -562,6 +567,31 @@ impl BlockStore for PackBlockStore {
             .is_some();
         txn.commit().map_err(db_err)?;
         Ok(existed)
+    }
+
+    fn mfs_root(&self) -> Result<Option<Cid>> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let table = match txn.open_table(MFS) {
+            Ok(table) => table,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(e) => return Err(db_err(e)),
+        };
+        match table.get(MFS_ROOT_KEY).map_err(db_err)? {
+            Some(v) => Ok(Some(cids::from_bytes(v.value()).map_err(|e| {
+                Error::Database(format!("the stored MFS root is not a CID: {e}"))
+            })?)),
+            None => Ok(None),
+        }
+    }
+
+    fn set_mfs_root(&self, root: &Cid) -> Result<()> {
+        // One redb transaction, durable on commit: a crash leaves the old root or the new.
+        let txn = self.db.begin_write().map_err(db_err)?;
+        txn.open_table(MFS)
+            .map_err(db_err)?
+            .insert(MFS_ROOT_KEY, root.to_bytes().as_slice())
+            .map_err(db_err)?;
+        txn.commit().map_err(db_err)
     }
 }
 

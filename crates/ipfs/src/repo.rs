@@ -1,5 +1,6 @@
 //! [`Repo`]: a block store with the operations of an IPFS node on top: add,
-//! cat with ranges, blocks, pins, mark-and-sweep GC, CAR export and import.
+//! cat with ranges, blocks, pins, mark-and-sweep GC, CAR export and import,
+//! and the MFS ([`Repo::mfs`]).
 //!
 //! Adds and GC exclude each other (a read-write lock), so a GC never sweeps the
 //! blocks of an add in progress whose root is not pinned yet.
@@ -36,6 +37,8 @@ struct Inner {
     store: Box<dyn BlockStore>,
     path: Option<PathBuf>,
     gc_lock: RwLock<()>,
+    /// Serialises MFS mutations (each reads the root, rewrites directories, sets the root).
+    mfs_lock: std::sync::Mutex<()>,
 }
 
 /// The outcome of a CAR import.
@@ -72,6 +75,7 @@ impl Repo {
                 store,
                 path,
                 gc_lock: RwLock::new(()),
+                mfs_lock: std::sync::Mutex::new(()),
             }),
         }
     }
@@ -86,11 +90,25 @@ impl Repo {
         self.inner.path.as_deref()
     }
 
-    fn shared(&self) -> std::sync::RwLockReadGuard<'_, ()> {
+    /// Holds off GC (shared with adds and other writers).
+    pub(crate) fn shared(&self) -> std::sync::RwLockReadGuard<'_, ()> {
         self.inner
             .gc_lock
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// One MFS mutation at a time.
+    pub(crate) fn mfs_guard(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.inner
+            .mfs_lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The MFS (Kubo's `ipfs files`) of this repo.
+    pub fn mfs(&self) -> crate::mfs::Mfs {
+        crate::mfs::Mfs::new(self.clone())
     }
 
     fn exclusive(&self) -> std::sync::RwLockWriteGuard<'_, ()> {
@@ -109,9 +127,7 @@ impl Repo {
             return importer::import(reader, &params, &mut DiscardSink);
         }
         let _guard = self.shared();
-        let mut sink = StoreSink::new(self.store())?;
-        let imported = importer::import(reader, &params, &mut sink)?;
-        sink.finish()?;
+        let imported = self.import_unguarded(reader, &params)?;
         if options.pin {
             self.store().put_pin(&PinInfo {
                 cid: imported.root,
@@ -119,6 +135,19 @@ impl Repo {
                 name: None,
             })?;
         }
+        Ok(imported)
+    }
+
+    /// Imports and stores blocks without taking the GC guard: the caller holds
+    /// it, and keeps the root reachable before letting it go.
+    pub(crate) fn import_unguarded(
+        &self,
+        reader: &mut (dyn Read + Send),
+        params: &ImportParams,
+    ) -> Result<Imported> {
+        let mut sink = StoreSink::new(self.store())?;
+        let imported = importer::import(reader, params, &mut sink)?;
+        sink.finish()?;
         Ok(imported)
     }
 
@@ -254,8 +283,9 @@ impl Repo {
 
     // -- garbage collection -----------------------------------------------
 
-    /// Mark and sweep: removes every block not reachable from a pin and
-    /// reports what it freed. Blocks are named by raw CIDv1, as Kubo reports them.
+    /// Mark and sweep: removes every block not reachable from a pin or from
+    /// the MFS root (a GC root, as in Kubo) and reports what it freed. Blocks
+    /// are named by raw CIDv1, as Kubo reports them.
     pub fn gc(&self) -> Result<GcReport> {
         let _guard = self.exclusive();
         let live = self.mark()?;
@@ -278,7 +308,7 @@ impl Repo {
         })
     }
 
-    /// Multihash keys of every block reachable from a pin. Missing blocks are
+    /// Multihash keys of every block reachable from a pin or the MFS root. Missing blocks are
     /// skipped (they cannot be swept anyway); present ones are kept even when
     /// they do not decode, since something pinned names them.
     fn mark(&self) -> Result<HashSet<Vec<u8>>> {
@@ -289,6 +319,9 @@ impl Repo {
             .into_iter()
             .map(|p| (p.cid, p.mode == PinMode::Recursive))
             .collect();
+        if let Some(root) = self.store().mfs_root()? {
+            stack.push((root, true));
+        }
         while let Some((cid, recursive)) = stack.pop() {
             if !live.insert(cids::block_key(&cid)) || !recursive {
                 continue;

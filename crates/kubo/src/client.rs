@@ -15,8 +15,8 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use r3mes_ipfs::{
-    AddOptions, AddSource, Added, Cid, Error, GcReport, NodeIdentity, PinInfo, PinMode, ReadStats,
-    Result,
+    AddOptions, AddSource, Added, Cid, EntryKind, Error, GcReport, ListEntry, NodeIdentity,
+    NodeStat, PinInfo, PinMode, ReadStats, Result, WriteOptions,
 };
 use reqwest::header::HeaderMap;
 use reqwest::{Body, Response, StatusCode, Url, multipart};
@@ -500,7 +500,221 @@ impl KuboClient {
         Ok(answer.version)
     }
 
+    // ----- MFS (`ipfs files`) -----------------------------------------------------
+
+    /// `files/mkdir`: makes a directory in the MFS; with `parents` its missing
+    /// ancestors too, and an existing directory is no error.
+    pub async fn files_mkdir(&self, path: &str, parents: bool) -> Result<()> {
+        let mut query = vec![("arg", path.to_string())];
+        if parents {
+            query.push(("parents", "true".to_string()));
+        }
+        self.post_no_answer("files/mkdir", &query).await
+    }
+
+    /// `files/cp`: links `from` (`/ipfs/<cid>` or an MFS path) at the MFS path
+    /// `to` (a `to` ending in `/` puts it inside under its own name).
+    pub async fn files_cp(&self, from: &str, to: &str, parents: bool) -> Result<()> {
+        let mut query = vec![("arg", from.to_string()), ("arg", to.to_string())];
+        if parents {
+            query.push(("parents", "true".to_string()));
+        }
+        self.post_no_answer("files/cp", &query).await
+    }
+
+    /// `files/mv`: moves `from` to `to` within the MFS.
+    pub async fn files_mv(&self, from: &str, to: &str) -> Result<()> {
+        let query = [("arg", from.to_string()), ("arg", to.to_string())];
+        self.post_no_answer("files/mv", &query).await
+    }
+
+    /// `files/stat`: hash, sizes, link count and kind of the node at `path`.
+    pub async fn files_stat(&self, path: &str) -> Result<NodeStat> {
+        #[derive(Deserialize)]
+        struct Answer {
+            #[serde(rename = "Hash")]
+            hash: String,
+            #[serde(rename = "Size")]
+            size: u64,
+            #[serde(rename = "CumulativeSize")]
+            cumulative_size: u64,
+            #[serde(rename = "Blocks")]
+            blocks: u64,
+            #[serde(rename = "Type")]
+            kind: String,
+        }
+        let response = self
+            .post("files/stat", &[("arg", path.to_string())], None)
+            .await?;
+        let answer: Answer = self.read_json("files/stat", response).await?;
+        let kind = match answer.kind.as_str() {
+            "directory" => EntryKind::Directory,
+            "file" => EntryKind::File,
+            other => {
+                return Err(Error::Transport(format!(
+                    "files/stat: unknown Type {other:?} for {path}"
+                )));
+            }
+        };
+        Ok(NodeStat {
+            hash: parse_cid("files/stat", &answer.hash)?,
+            size: answer.size,
+            cumulative_size: answer.cumulative_size,
+            blocks: answer.blocks,
+            kind,
+        })
+    }
+
+    /// `files/ls`: the entries of the directory at `path` (or the file itself).
+    /// Kubo fills in `Type`, `Size` and `Hash` only for `long` listings, so a
+    /// short listing gives names (and no kind or size).
+    pub async fn files_ls(&self, path: &str, long: bool) -> Result<Vec<ListEntry>> {
+        #[derive(Deserialize)]
+        struct Entry {
+            #[serde(rename = "Name")]
+            name: String,
+            #[serde(rename = "Type", default)]
+            kind: u64,
+            #[serde(rename = "Size", default)]
+            size: u64,
+            #[serde(rename = "Hash", default)]
+            hash: String,
+        }
+        #[derive(Deserialize)]
+        struct Answer {
+            #[serde(rename = "Entries", default)]
+            entries: Option<Vec<Entry>>,
+        }
+        let mut query = vec![("arg", path.to_string())];
+        if long {
+            query.push(("long", "true".to_string()));
+        }
+        let response = self.post("files/ls", &query, None).await?;
+        let answer: Answer = self.read_json("files/ls", response).await?;
+        answer
+            .entries
+            .unwrap_or_default()
+            .into_iter()
+            .map(|e| {
+                let hash = if e.hash.is_empty() {
+                    None
+                } else {
+                    Some(parse_cid("files/ls", &e.hash)?)
+                };
+                Ok(ListEntry {
+                    name: e.name,
+                    kind: long.then_some(if e.kind == 1 {
+                        EntryKind::Directory
+                    } else {
+                        EntryKind::File
+                    }),
+                    size: long.then_some(e.size),
+                    hash,
+                })
+            })
+            .collect()
+    }
+
+    /// `files/rm`: unlinks `path` (`recursive` for directories; `force`
+    /// ignores a missing path).
+    pub async fn files_rm(&self, path: &str, recursive: bool, force: bool) -> Result<()> {
+        let mut query = vec![("arg", path.to_string())];
+        if recursive {
+            query.push(("recursive", "true".to_string()));
+        }
+        if force {
+            query.push(("force", "true".to_string()));
+        }
+        self.post_no_answer("files/rm", &query).await
+    }
+
+    /// `files/read`: `count` bytes (all when `None`) from `offset` of the MFS file at `path`.
+    pub async fn files_read(&self, path: &str, offset: u64, count: Option<u64>) -> Result<Bytes> {
+        let mut query = vec![("arg", path.to_string())];
+        if offset > 0 {
+            query.push(("offset", int64("offset", offset)?.to_string()));
+        }
+        if let Some(count) = count {
+            query.push(("count", int64("count", count)?.to_string()));
+        }
+        let response = self.post("files/read", &query, None).await?;
+        let announced = announced_length(response.headers());
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| self.transport("files/read", &e))?;
+        if let Some(announced) = announced
+            && announced != body.len() as u64
+        {
+            return Err(Error::Transport(format!(
+                "files/read {path}: the daemon announced {announced} bytes but sent {}",
+                body.len()
+            )));
+        }
+        Ok(body)
+    }
+
+    /// `files/write`: writes `data` into the MFS file at `path` as `options`
+    /// say (offset, create, parents, truncate, count, raw leaves, CID version).
+    pub async fn files_write(
+        &self,
+        path: &str,
+        data: AddSource,
+        options: &WriteOptions,
+    ) -> Result<()> {
+        let mut query = vec![("arg", path.to_string())];
+        if options.offset > 0 {
+            query.push(("offset", int64("offset", options.offset)?.to_string()));
+        }
+        for (name, on) in [
+            ("create", options.create),
+            ("parents", options.parents),
+            ("truncate", options.truncate),
+        ] {
+            if on {
+                query.push((name, "true".to_string()));
+            }
+        }
+        if let Some(count) = options.count {
+            query.push(("count", int64("count", count)?.to_string()));
+        }
+        if let Some(raw) = options.raw_leaves {
+            query.push(("raw-leaves", raw.to_string()));
+        }
+        if options.cid_version != 0 {
+            query.push(("cid-version", options.cid_version.to_string()));
+        }
+        let (part, _) = upload_part(data, "data").await?;
+        let form = multipart::Form::new().part(FILE_FIELD, part);
+        let response = self.post("files/write", &query, Some(form)).await?;
+        self.read_limited("files/write", response, MAX_SMALL_ANSWER)
+            .await?;
+        Ok(())
+    }
+
+    /// `files/flush`: the CID of the MFS node at `path` after flushing it.
+    pub async fn files_flush(&self, path: &str) -> Result<Cid> {
+        #[derive(Deserialize)]
+        struct Answer {
+            #[serde(rename = "Cid")]
+            cid: String,
+        }
+        let response = self
+            .post("files/flush", &[("arg", path.to_string())], None)
+            .await?;
+        let answer: Answer = self.read_json("files/flush", response).await?;
+        parse_cid("files/flush", &answer.cid)
+    }
+
     // ----- plumbing -------------------------------------------------------------
+
+    /// Posts a command whose answer carries nothing, and reads that answer.
+    async fn post_no_answer(&self, command: &str, query: &[(&str, String)]) -> Result<()> {
+        let response = self.post(command, query, None).await?;
+        self.read_limited(command, response, MAX_SMALL_ANSWER)
+            .await?;
+        Ok(())
+    }
 
     /// Posts `/api/v0/<command>` and returns the answer when it is 2xx.
     async fn post(

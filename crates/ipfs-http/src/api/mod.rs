@@ -11,15 +11,19 @@
 //!
 //! | command | answer |
 //! | --- | --- |
-//! | `add` | NDJSON `{"Name","Hash","Size"}` per file (multipart upload, streamed) |
+//! | `add` | NDJSON `{"Name","Hash","Size"}` per file (multipart upload, streamed; `to-files` links it in the MFS) |
 //! | `cat` | the bytes; `X-Content-Length`, `X-R3mes-Blocks`, `X-R3mes-Bytes` |
 //! | `block/get`, `block/stat`, `block/put` | bytes; `{"Key","Size"}` |
 //! | `pin/add`, `pin/rm`, `pin/ls` | `{"Pins":[...]}`; `{"Keys":{cid:{"Type","Name"}}}` |
 //! | `repo/gc` | NDJSON `{"Key":{"/":cid}}` per removed block |
 //! | `dag/export`, `dag/import` | CAR v1 bytes; NDJSON `{"Root":{"Cid":{"/":cid},"PinErrorMsg"}}` |
 //! | `id`, `version` | `{"ID",...}`; `{"Version",...}` |
+//! | `files/mkdir`, `files/cp`, `files/mv`, `files/rm`, `files/write` | empty (MFS changes) |
+//! | `files/stat`, `files/ls`, `files/flush` | `{"Hash","Size","CumulativeSize","Blocks","Type"}`; `{"Entries":[...]}`; `{"Cid"}` |
+//! | `files/read` | the bytes |
 
 mod commands;
+mod files;
 mod upload;
 
 use axum::Router;
@@ -56,6 +60,15 @@ pub fn router(repo: Repo) -> Router {
         .route("/api/v0/dag/export", post(commands::dag_export))
         .route("/api/v0/id", post(commands::id))
         .route("/api/v0/version", post(commands::version))
+        .route("/api/v0/files/mkdir", post(files::mkdir))
+        .route("/api/v0/files/cp", post(files::cp))
+        .route("/api/v0/files/mv", post(files::mv))
+        .route("/api/v0/files/stat", post(files::stat))
+        .route("/api/v0/files/ls", post(files::ls))
+        .route("/api/v0/files/rm", post(files::rm))
+        .route("/api/v0/files/read", post(files::read))
+        .route("/api/v0/files/write", post(files::write))
+        .route("/api/v0/files/flush", post(files::flush))
         .fallback(not_found)
         // Uploads stream into the importer, so the size of a body is no concern.
         .layer(DefaultBodyLimit::disable())

@@ -50,6 +50,8 @@ const UNSUPPORTED_ADD_FLAGS: [(&[&str], &str); 6] = [
 struct AddRequest {
     options: AddOptions,
     pin_name: Option<String>,
+    /// MFS path to link each added file at (`to-files`).
+    to_files: Option<String>,
 }
 
 impl AddRequest {
@@ -64,10 +66,13 @@ impl AddRequest {
                 )));
             }
         }
-        if let Some(to) = query.first(&["to-files"]) {
-            return Err(ApiError::bad(format!(
-                "add: option \"to-files\" ({to:?}) is not supported (there is no MFS)"
-            )));
+        let to_files = query
+            .first(&["to-files"])
+            .filter(|t| !t.is_empty())
+            .map(str::to_string);
+        if let Some(to) = &to_files {
+            r3mes_ipfs::MfsPath::parse(to)
+                .map_err(|e| ApiError::bad(format!("add: option \"to-files\" ({to:?}): {e}")))?;
         }
         if let Some(hash) = query.first(&["hash"])
             && hash != "sha2-256"
@@ -104,7 +109,16 @@ impl AddRequest {
             .first(&["pin-name"])
             .filter(|n| !n.is_empty())
             .map(str::to_string);
-        Ok(Self { options, pin_name })
+        if to_files.is_some() && options.only_hash {
+            return Err(ApiError::bad(
+                "add: \"to-files\" and \"only-hash\" cannot be combined (nothing is stored)",
+            ));
+        }
+        Ok(Self {
+            options,
+            pin_name,
+            to_files,
+        })
     }
 }
 
@@ -158,6 +172,7 @@ pub async fn add(
         }
         let name = field.file_name().map(query::decode);
         let request = request.clone();
+        let link_name = name.clone();
         let imported = feed("add", &repo, field, move |repo, reader| {
             let imported = repo.add(reader, &request.options)?;
             if let Some(name) = request.pin_name
@@ -169,6 +184,27 @@ pub async fn add(
                     mode: PinMode::Recursive,
                     name: Some(name),
                 })?;
+            }
+            if let Some(to) = &request.to_files {
+                // Kubo: a path ending in "/" receives the file under its own name.
+                let dest = if to.ends_with('/') {
+                    let base = link_name
+                        .as_deref()
+                        .and_then(|n| n.rsplit('/').next())
+                        .filter(|n| !n.is_empty())
+                        .map(str::to_string)
+                        .unwrap_or_else(|| imported.root.to_string());
+                    format!("{to}{base}")
+                } else {
+                    to.clone()
+                };
+                repo.mfs()
+                    .cp(&format!("/ipfs/{}", imported.root), &dest, false)
+                    .map_err(|e| {
+                        r3mes_ipfs::Error::Files(format!(
+                            "cannot put the added file at {dest} (to-files): {e}"
+                        ))
+                    })?;
             }
             Ok(imported)
         })
@@ -328,7 +364,10 @@ pub async fn dag_import(
 }
 
 /// The multipart body, or Kubo's error when there is none.
-fn upload(command: &str, multipart: Result<Multipart, MultipartRejection>) -> ApiResult<Multipart> {
+pub(super) fn upload(
+    command: &str,
+    multipart: Result<Multipart, MultipartRejection>,
+) -> ApiResult<Multipart> {
     multipart.map_err(|e| {
         ApiError::bad(format!(
             "{command}: the request body must be multipart/form-data: {}",
@@ -337,7 +376,7 @@ fn upload(command: &str, multipart: Result<Multipart, MultipartRejection>) -> Ap
     })
 }
 
-async fn next_part<'a>(
+pub(super) async fn next_part<'a>(
     command: &str,
     multipart: &'a mut Multipart,
 ) -> ApiResult<Option<Field<'a>>> {
@@ -349,15 +388,26 @@ async fn next_part<'a>(
 
 /// Streams one part into `work`, which runs on the blocking pool and reads the
 /// part as a `Read`. Backpressure: a chunk waits until the importer takes it.
-async fn feed<T, F>(
+async fn feed<T, F>(command: &'static str, repo: &Repo, field: Field<'_>, work: F) -> ApiResult<T>
+where
+    T: Send + 'static,
+    F: FnOnce(Repo, &mut ChannelReader) -> r3mes_ipfs::Result<T> + Send + 'static,
+{
+    feed_part(command, repo, field, |e| ApiError::repo(command, e), work).await
+}
+
+/// [`feed`] with the caller's mapping of repo errors to answers.
+pub(super) async fn feed_part<T, F, M>(
     command: &'static str,
     repo: &Repo,
     mut field: Field<'_>,
+    map_err: M,
     work: F,
 ) -> ApiResult<T>
 where
     T: Send + 'static,
     F: FnOnce(Repo, &mut ChannelReader) -> r3mes_ipfs::Result<T> + Send + 'static,
+    M: FnOnce(r3mes_ipfs::Error) -> ApiError,
 {
     let (tx, mut reader) = ChannelReader::pair();
     let worker = repo.clone();
@@ -388,7 +438,7 @@ where
             "{command}: the upload was cut short: {reason}"
         )));
     }
-    outcome.map_err(|e| ApiError::repo(command, e))
+    outcome.map_err(map_err)
 }
 
 #[cfg(test)]
@@ -427,13 +477,18 @@ mod tests {
             "cid-version=2",
             "cid-version=x",
             "inline=true",
-            "to-files=/x",
+            "to-files=x",
+            "to-files=/x&only-hash=true",
         ] {
             let err = request(q).unwrap_err();
             assert_eq!(err.status, 400, "{q}: {}", err.message);
             assert!(err.message.starts_with("add:"), "{q}: {}", err.message);
         }
         assert!(request("trickle=false").is_ok());
+        assert_eq!(
+            request("to-files=/a/").unwrap().to_files.as_deref(),
+            Some("/a/")
+        );
     }
 
     #[test]
