@@ -5,7 +5,8 @@
 //!
 //! `tx submit-gradient` is the seed's miner flow by hand: add the gradient
 //! file to IPFS (16 KiB leaves, so validators read little; see
-//! `r3mes-verify`), fill the metadata from the file, solve the proof of
+//! `r3mes-verify`) and file it in the store's MFS at
+//! `/gradients/window_{round}/miner_{address}`, fill the metadata from the file, solve the proof of
 //! work, sign with the account's next sequence and the chain's next block
 //! time, and call `Msg.SubmitGradient`.
 
@@ -24,11 +25,12 @@ use r3mes_chain::proto::{
 };
 use r3mes_chain::{Address, SecretKey};
 use r3mes_client::{NodeClient, Outcome};
-use r3mes_ipfs::{AddOptions, AddSource, ContentStore, PinMode, cids};
+use r3mes_ipfs::{AddOptions, AddSource, Cid, ContentStore, PinMode, cids};
 use r3mes_kubo::KuboClient;
 use r3mes_node::home::Home;
 use r3mes_node::keyring::Keyring;
 use r3mes_node::proto::ChallengeRequest;
+use r3mes_protocol::layout::{GradientPath, MinerAddress};
 use r3mes_tensor::{Format, Limits};
 use r3mes_worker::availability::{DEFAULT_BLOCK_TIMEOUT, ResponseLimits, answer_from_content};
 
@@ -485,6 +487,7 @@ async fn submit_gradient(
         )
         .await
         .with_context(|| format!("adding {} to {}", file.display(), api.api))?;
+    let mfs_path = file_in_mfs(&store, &added.cid, round, &miner).await?;
     let bits = client.params().await?.pow_difficulty_bits;
     let msg = MsgSubmitGradient {
         miner: miner.to_string(),
@@ -506,7 +509,32 @@ async fn submit_gradient(
         "ipfs_hash": answer.ipfs_hash,
         "block_height": answer.block_height,
         "tx_hash": answer.tx_hash,
+        "mfs_path": mfs_path,
     }))
+}
+
+/// Files the gradient `cid` in the store's MFS at the seed's
+/// `/gradients/window_{round}/miner_{address}` (replacing an earlier
+/// gradient of the same window); returns the path.
+async fn file_in_mfs(store: &KuboClient, cid: &Cid, round: u64, miner: &Address) -> Result<String> {
+    let path = GradientPath::Miner {
+        window: round,
+        miner: MinerAddress::new(miner.to_string())?,
+    };
+    let path = format!("/{path}");
+    match store.files_stat(&path).await {
+        Ok(stat) if stat.hash == *cid => return Ok(path),
+        Ok(_) => store
+            .files_rm(&path, true, true)
+            .await
+            .with_context(|| format!("replacing {path} in the MFS"))?,
+        Err(_) => {}
+    }
+    store
+        .files_cp(&format!("/ipfs/{cid}"), &path, true)
+        .await
+        .with_context(|| format!("filing the gradient at {path} in the MFS"))?;
+    Ok(path)
 }
 
 fn kubo(api: &str) -> Result<KuboClient> {

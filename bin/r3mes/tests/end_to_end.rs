@@ -115,6 +115,11 @@ fn submit(
         .output()
         .unwrap()));
     assert!(out["block_height"].as_u64().unwrap() >= 1, "{out}");
+    // Filed in the store's MFS under the seed's layout.
+    assert_eq!(
+        out["mfs_path"].as_str().unwrap(),
+        format!("/gradients/window_{round}/miner_{address}")
+    );
     out["ipfs_hash"].as_str().unwrap().to_owned()
 }
 
@@ -234,9 +239,18 @@ async fn node_responder_and_validator_run_the_seed_flow_end_to_end() {
     .await
     .unwrap();
 
-    // dev2 deletes its gradient right away: unpinned and collected.
+    // dev2 deletes its gradient right away: out of the MFS, unpinned and
+    // collected. dev1's stays filed in the MFS.
     let store = KuboClient::new(&ipfs).unwrap();
     let withheld_cid = r3mes_ipfs::cids::parse(&withheld).unwrap();
+    let honest_cid = r3mes_ipfs::cids::parse(&honest).unwrap();
+    let windows = store.files_ls("/gradients", false).await.unwrap();
+    assert_eq!(windows.len(), 1, "{windows:?}");
+    let window = format!("/gradients/{}", windows[0].name);
+    let dev2_path = format!("{window}/miner_{}", address(&keys, "dev2"));
+    let dev1_path = format!("{window}/miner_{}", address(&keys, "dev1"));
+    assert_eq!(store.files_stat(&dev1_path).await.unwrap().hash, honest_cid);
+    store.files_rm(&dev2_path, false, false).await.unwrap();
     store.pin_rm(&withheld_cid).await.unwrap();
     store.repo_gc().await.unwrap();
     assert!(
@@ -319,7 +333,6 @@ async fn node_responder_and_validator_run_the_seed_flow_end_to_end() {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
-    let honest_cid = r3mes_ipfs::cids::parse(&honest).unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     while store
         .pin_ls()
