@@ -21,9 +21,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use cid::Cid;
 use clap::Args;
-use r3mes_chain::gradients::solve_pow;
+use r3mes_chain::gradients::{GradientFacts, one_chunk_submission};
 use r3mes_chain::params::Params;
-use r3mes_chain::proto::{ChunkData, GradientMetadata, MsgSubmitGradient, TxBody, tx_body};
+use r3mes_chain::proto::{TxBody, tx_body};
 use r3mes_chain::{SecretKey, SignedTx};
 use r3mes_node::config::{IpfsConfig, NodeConfig};
 use r3mes_node::home::Home;
@@ -416,28 +416,17 @@ fn bench_cid(i: u32, seq: u64) -> Cid {
 }
 
 fn gradient(key: &SecretKey, cid: &Cid, round: u64, shard: u64, bits: u32) -> tx_body::Msg {
+    let facts = GradientFacts {
+        chunk: cid.to_string(),
+        backbone: cid.to_string(),
+        format: "protobuf".into(),
+        byte_size: 4096,
+        element_count: 1024,
+    };
     let miner = key.public_key().address();
-    tx_body::Msg::SubmitGradient(MsgSubmitGradient {
-        miner: miner.to_string(),
-        ipfs_hash: cid.to_string(),
-        metadata: Some(GradientMetadata {
-            round_id: round,
-            shard_id: shard,
-            chunks: vec![ChunkData {
-                chunk_id: 1,
-                data_hash: cid.to_string(),
-                token_count: 2048,
-                shard_id: shard,
-                window_id: round,
-            }],
-            gpu_architecture: "cpu".into(),
-            backbone_hash: cid.to_string(),
-            format: "protobuf".into(),
-            byte_size: 4096,
-            element_count: 1024,
-        }),
-        pow_nonce: solve_pow(&miner, cid, round, bits, 0),
-    })
+    tx_body::Msg::SubmitGradient(one_chunk_submission(
+        &miner, cid, round, shard, bits, &facts,
+    ))
 }
 
 /// The resident set of process `pid` (`VmRSS`), MiB.

@@ -28,7 +28,7 @@ use crate::batches::{self, Item};
 use crate::crypto::{Address, sha256};
 use crate::exec::{Ctx, Events, check_len, emit, parse_cid, require_stake};
 use crate::proto::{
-    EvGradientStored, GradientMetadata, MsgSubmitGradient, MsgSubmitGradientResponse,
+    ChunkData, EvGradientStored, GradientMetadata, MsgSubmitGradient, MsgSubmitGradientResponse,
     StoredGradient, event,
 };
 use crate::rounds::assigned_shard;
@@ -190,6 +190,55 @@ pub fn solve_pow(
         nonce = nonce.wrapping_add(1);
     }
     nonce
+}
+
+/// What a gradient file is, as its submission states it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GradientFacts {
+    /// CID of the data chunk it was trained on.
+    pub chunk: String,
+    /// CID of the backbone.
+    pub backbone: String,
+    /// `protobuf`, `safetensors` or `pickle_gzip`.
+    pub format: String,
+    /// File size in bytes.
+    pub byte_size: u64,
+    /// Number of gradient elements.
+    pub element_count: u64,
+}
+
+/// A `MsgSubmitGradient` of `miner` for the gradient `cid` trained on one
+/// 2048-token chunk (id 1) of `round` and `shard` on a CPU, with its proof
+/// of work solved at `difficulty_bits`.
+pub fn one_chunk_submission(
+    miner: &Address,
+    cid: &Cid,
+    round: u64,
+    shard: u64,
+    difficulty_bits: u32,
+    facts: &GradientFacts,
+) -> MsgSubmitGradient {
+    MsgSubmitGradient {
+        miner: miner.to_string(),
+        ipfs_hash: cid.to_string(),
+        metadata: Some(GradientMetadata {
+            round_id: round,
+            shard_id: shard,
+            chunks: vec![ChunkData {
+                chunk_id: 1,
+                data_hash: facts.chunk.clone(),
+                token_count: r3mes_protocol::chunk::FIXED_CHUNK_SIZE_TOKENS,
+                shard_id: shard,
+                window_id: round,
+            }],
+            gpu_architecture: "cpu".into(),
+            backbone_hash: facts.backbone.clone(),
+            format: facts.format.clone(),
+            byte_size: facts.byte_size,
+            element_count: facts.element_count,
+        }),
+        pow_nonce: solve_pow(miner, cid, round, difficulty_bits, 0),
+    }
 }
 
 /// Checks the metadata's shape (no state needed).

@@ -8,11 +8,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use r3mes_chain::gradients::solve_pow;
+use r3mes_chain::gradients::{GradientFacts, one_chunk_submission};
 use r3mes_chain::params::Params;
-use r3mes_chain::proto::{
-    ChallengeStatus, ChunkData, GradientMetadata, MsgSend, MsgSubmitGradient, event, tx_body,
-};
+use r3mes_chain::proto::{ChallengeStatus, MsgSend, event, tx_body};
 use r3mes_chain::{Address, SecretKey};
 use r3mes_client::{Error, NodeClient, Responder, ResponderReport};
 use r3mes_ipfs::{AddOptions, AddSource};
@@ -194,27 +192,14 @@ async fn a_remote_responder_answers_the_challenge_of_a_submitted_gradient() {
         }
     };
     let (round, shard) = (assignment.round_id, assignment.shard_id);
-    let msg = MsgSubmitGradient {
-        miner: me.to_string(),
-        ipfs_hash: cid.to_string(),
-        metadata: Some(GradientMetadata {
-            round_id: round,
-            shard_id: shard,
-            chunks: vec![ChunkData {
-                chunk_id: 1,
-                data_hash: cid.to_string(),
-                token_count: 2048,
-                shard_id: shard,
-                window_id: round,
-            }],
-            gpu_architecture: "cpu".into(),
-            backbone_hash: cid.to_string(),
-            format: "protobuf".into(),
-            byte_size: 300_000,
-            element_count: 75_000,
-        }),
-        pow_nonce: solve_pow(&me, &cid, round, 4, 0),
+    let facts = GradientFacts {
+        chunk: cid.to_string(),
+        backbone: cid.to_string(),
+        format: "protobuf".into(),
+        byte_size: 300_000,
+        element_count: 75_000,
     };
+    let msg = one_chunk_submission(&me, &cid, round, shard, 4, &facts);
     let stored = client.submit_gradient(&miner, msg).await.unwrap();
     assert_eq!(stored.ipfs_hash, cid.to_string());
 

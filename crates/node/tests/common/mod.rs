@@ -10,9 +10,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use prost::Message;
 use r3mes_chain::SignedTx;
-use r3mes_chain::gradients::solve_pow;
+use r3mes_chain::gradients::{GradientFacts, one_chunk_submission};
 use r3mes_chain::params::Params;
-use r3mes_chain::proto::{ChunkData, GradientMetadata, MsgSubmitGradient, TxBody, tx_body};
+use r3mes_chain::proto::{MsgSubmitGradient, TxBody, tx_body};
 use r3mes_chain::{Address, SecretKey};
 use r3mes_ipfs::{AddOptions, AddSource, Cid};
 use r3mes_node::config::{IpfsConfig, NodeConfig};
@@ -175,27 +175,14 @@ impl TestNode {
     pub async fn gradient_msg(&mut self, key: &SecretKey, cid: &Cid) -> MsgSubmitGradient {
         let miner = key.public_key().address();
         let (round, shard) = self.assignment(&miner).await;
-        MsgSubmitGradient {
-            miner: miner.to_string(),
-            ipfs_hash: cid.to_string(),
-            metadata: Some(GradientMetadata {
-                round_id: round,
-                shard_id: shard,
-                chunks: vec![ChunkData {
-                    chunk_id: 1,
-                    data_hash: cid.to_string(),
-                    token_count: 2048,
-                    shard_id: shard,
-                    window_id: round,
-                }],
-                gpu_architecture: "cpu".into(),
-                backbone_hash: cid.to_string(),
-                format: "protobuf".into(),
-                byte_size: 4096,
-                element_count: 1024,
-            }),
-            pow_nonce: solve_pow(&miner, cid, round, 4, 0),
-        }
+        let facts = GradientFacts {
+            chunk: cid.to_string(),
+            backbone: cid.to_string(),
+            format: "protobuf".into(),
+            byte_size: 4096,
+            element_count: 1024,
+        };
+        one_chunk_submission(&miner, cid, round, shard, 4, &facts)
     }
 
     /// Submits `tx` with `SubmitGradient`.

@@ -9,9 +9,9 @@ use std::sync::Arc;
 use r3mes_chain::apply::TxOutcome;
 use r3mes_chain::crypto::sha256;
 use r3mes_chain::genesis::{Genesis, GenesisAccount, GenesisFile};
-use r3mes_chain::gradients::solve_pow;
+use r3mes_chain::gradients::{GradientFacts, one_chunk_submission};
 use r3mes_chain::params::Params;
-use r3mes_chain::proto::{ChunkData, Event, GradientMetadata, MsgSubmitGradient, TxBody, tx_body};
+use r3mes_chain::proto::{Event, TxBody, tx_body};
 use r3mes_chain::state::State;
 use r3mes_chain::{Address, Keeper, SecretKey, SignedTx};
 use r3mes_ipfs::{AddOptions, AddSource, Cid, ContentStore, EmbeddedStore, Repo};
@@ -155,28 +155,21 @@ impl Chain {
             r3mes_chain::queries::shard_of(self.keeper.state(), &addr(i), None).expect("round");
         let round = round.round_id;
         let bits = self.keeper.params().pow_difficulty_bits;
-        let pow_nonce = solve_pow(&addr(i), cid, round, bits, 0);
-        tx_body::Msg::SubmitGradient(MsgSubmitGradient {
-            miner: addr(i).to_string(),
-            ipfs_hash: cid.to_string(),
-            metadata: Some(GradientMetadata {
-                round_id: round,
-                shard_id: shard,
-                chunks: vec![ChunkData {
-                    chunk_id: 1,
-                    data_hash: CHUNK.into(),
-                    token_count: 2048,
-                    shard_id: shard,
-                    window_id: round,
-                }],
-                gpu_architecture: "cpu".into(),
-                backbone_hash: CHUNK.into(),
-                format: "protobuf".into(),
-                byte_size: byte_size.max(1),
-                element_count: elements.max(1),
-            }),
-            pow_nonce,
-        })
+        let facts = GradientFacts {
+            chunk: CHUNK.into(),
+            backbone: CHUNK.into(),
+            format: "protobuf".into(),
+            byte_size: byte_size.max(1),
+            element_count: elements.max(1),
+        };
+        tx_body::Msg::SubmitGradient(one_chunk_submission(
+            &addr(i),
+            cid,
+            round,
+            shard,
+            bits,
+            &facts,
+        ))
     }
 
     /// The stake of account `i`.
