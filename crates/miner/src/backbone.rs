@@ -113,8 +113,7 @@ impl BitLinear {
         let (q, down) = quant::activations(x)?;
         // Integer operands: exact whatever the kernel's summation order.
         let y = q.broadcast_matmul(&self.weight_t)?;
-        Ok(y
-            .broadcast_mul(&down)?
+        Ok(y.broadcast_mul(&down)?
             .affine(f64::from(self.ternary.scale), 0.0)?)
     }
 }
@@ -244,7 +243,11 @@ impl Backbone {
     pub fn to_safetensors(&self) -> Result<Vec<u8>> {
         let c = &self.config;
         let mut tensors = Vec::with_capacity(3 + c.layers * (2 + 2 * PROJECTIONS.len()));
-        tensors.push(Owned::f32(EMBED, vec![c.vocab_size, c.dim], &floats(&self.embed)?));
+        tensors.push(Owned::f32(
+            EMBED,
+            vec![c.vocab_size, c.dim],
+            &floats(&self.embed)?,
+        ));
         for (layer, block) in self.blocks.iter().enumerate() {
             tensors.push(Owned::f32(
                 format!("model.layers.{layer}.{ATTN_NORM}"),
@@ -365,9 +368,7 @@ impl Backbone {
                 projections.push(linear(&format!("{}.weight", layer_id(layer, p)), out, inp)?);
             }
             let mut norm = || -> Result<Tensor> {
-                let w = norms
-                    .next()
-                    .ok_or_else(|| Error::backbone("norm count"))?;
+                let w = norms.next().ok_or_else(|| Error::backbone("norm count"))?;
                 Ok(Tensor::from_vec(w, d, &Device::Cpu)?)
             };
             blocks.push(Block {
@@ -432,7 +433,9 @@ fn read_projection(parsed: &st::Parsed<'_>, name: &str, out: usize, inp: usize) 
             let s = scale.floats(&scale_name, Error::backbone)?;
             let s = s.first().copied().unwrap_or(0.0);
             if s <= 0.0 {
-                return Err(Error::backbone(format!("{scale_name}: scale {s} must be > 0")));
+                return Err(Error::backbone(format!(
+                    "{scale_name}: scale {s} must be > 0"
+                )));
             }
             let mut values = Vec::with_capacity(raw.data.len());
             for byte in raw.data {
@@ -444,7 +447,9 @@ fn read_projection(parsed: &st::Parsed<'_>, name: &str, out: usize, inp: usize) 
             }
             Ok(Source::Stored(Ternary { values, scale: s }))
         }
-        (Dtype::I8, None) => Err(Error::backbone(format!("{name}: I8 weights without {scale_name}"))),
+        (Dtype::I8, None) => Err(Error::backbone(format!(
+            "{name}: I8 weights without {scale_name}"
+        ))),
         (_, Some(_)) => Err(Error::backbone(format!(
             "{name}: {scale_name} given for latent float weights"
         ))),
@@ -458,9 +463,18 @@ fn push_ternary(tensors: &mut Vec<Owned>, name: &str, lin: &BitLinear) {
         name: name.to_string(),
         dtype: Dtype::I8,
         shape: vec![out, inp],
-        data: lin.ternary.values.iter().map(|v| v.to_le_bytes()[0]).collect(),
+        data: lin
+            .ternary
+            .values
+            .iter()
+            .map(|v| v.to_le_bytes()[0])
+            .collect(),
     });
-    tensors.push(Owned::f32(format!("{name}_scale"), vec![], &[lin.ternary.scale]));
+    tensors.push(Owned::f32(
+        format!("{name}_scale"),
+        vec![],
+        &[lin.ternary.scale],
+    ));
 }
 
 fn ones(n: usize) -> Result<Tensor> {

@@ -139,7 +139,11 @@ impl ChunkProcessor {
     /// A processor whose batch size is the largest whose
     /// [`activation_bytes`] fit in `budget_mb` MiB (never below 1: a chunk is
     /// always processed, one sequence at a time at worst).
-    pub fn with_memory_budget(config: &BackboneConfig, seq_len: usize, budget_mb: u64) -> Result<Self> {
+    pub fn with_memory_budget(
+        config: &BackboneConfig,
+        seq_len: usize,
+        budget_mb: u64,
+    ) -> Result<Self> {
         let probe = Self::new(seq_len, 1)?;
         let budget = budget_mb.saturating_mul(1 << 20);
         let per_seq = activation_bytes(config, seq_len, 1).max(1);

@@ -87,11 +87,7 @@ impl BackboneConfig {
     /// Checks every field against its range.
     pub fn validate(&self) -> Result<()> {
         let check = |ok: bool, what: String| {
-            if ok {
-                Ok(())
-            } else {
-                Err(Error::Config(what))
-            }
+            if ok { Ok(()) } else { Err(Error::Config(what)) }
         };
         check(
             (2..=MAX_VOCAB).contains(&self.vocab_size),

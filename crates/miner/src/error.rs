@@ -57,9 +57,6 @@ pub enum Error {
     /// A failure inside candle (forward or backward pass).
     #[error("tensor computation failed: {0}")]
     Candle(#[from] candle_core::Error),
-    /// Building the seed's gradient structure failed.
-    #[error("gradient encoding failed: {0}")]
-    Tensor(#[from] r3mes_tensor::Error),
     /// Reading or writing a model file.
     #[error("{path}: {source}")]
     Io {

@@ -133,7 +133,11 @@ pub struct LoraAdapters {
 }
 
 fn var(values: Vec<f32>, shape: &[usize]) -> Result<Var> {
-    Ok(Var::from_tensor(&Tensor::from_vec(values, shape, &Device::Cpu)?)?)
+    Ok(Var::from_tensor(&Tensor::from_vec(
+        values,
+        shape,
+        &Device::Cpu,
+    )?)?)
 }
 
 impl LoraAdapters {
@@ -157,7 +161,10 @@ impl LoraAdapters {
                     bound,
                 );
                 adapters.push(LoraAdapter {
-                    a: var(a.into_iter().map(|v| p.round(v)).collect(), &[config.rank, inp])?,
+                    a: var(
+                        a.into_iter().map(|v| p.round(v)).collect(),
+                        &[config.rank, inp],
+                    )?,
                     b: var(vec![0.0; out * config.rank], &[out, config.rank])?,
                     alpha: var(vec![p.round(config.alpha)], &[])?,
                     layer_id: id,
@@ -188,8 +195,11 @@ impl LoraAdapters {
                 bound,
             );
             let values: Vec<f32> = values.into_iter().map(|v| p.round(v)).collect();
-            ad.b
-                .set(&Tensor::from_vec(values, (ad.out_features, ad.rank), &Device::Cpu)?)?;
+            ad.b.set(&Tensor::from_vec(
+                values,
+                (ad.out_features, ad.rank),
+                &Device::Cpu,
+            )?)?;
         }
         Ok(())
     }
@@ -278,9 +288,17 @@ impl LoraAdapters {
                 continue;
             };
             let a = step(ad.matrix_a()?, &g.grad_a);
-            ad.a.set(&Tensor::from_vec(a, (ad.rank, ad.in_features), &Device::Cpu)?)?;
+            ad.a.set(&Tensor::from_vec(
+                a,
+                (ad.rank, ad.in_features),
+                &Device::Cpu,
+            )?)?;
             let b = step(ad.matrix_b()?, &g.grad_b);
-            ad.b.set(&Tensor::from_vec(b, (ad.out_features, ad.rank), &Device::Cpu)?)?;
+            ad.b.set(&Tensor::from_vec(
+                b,
+                (ad.out_features, ad.rank),
+                &Device::Cpu,
+            )?)?;
             let alpha = step(vec![ad.alpha()?], &[g.grad_alpha]);
             ad.alpha.set(&Tensor::from_vec(alpha, (), &Device::Cpu)?)?;
         }

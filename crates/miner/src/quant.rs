@@ -75,7 +75,10 @@ pub fn ternary(weights: &[f32]) -> Ternary {
 /// the second tensor (`[.., 1]`, constant) dequantises a product with `x_q`.
 pub fn activations(x: &Tensor) -> Result<(Tensor, Tensor)> {
     let plain = x.detach();
-    let absmax = plain.abs()?.max_keepdim(D::Minus1)?.clamp(ACT_EPS, f32::MAX)?;
+    let absmax = plain
+        .abs()?
+        .max_keepdim(D::Minus1)?
+        .clamp(ACT_EPS, f32::MAX)?;
     let up = absmax.recip()?.affine(127.0, 0.0)?;
     let scaled = x.broadcast_mul(&up)?;
     let q = scaled.detach().round()?.clamp(-128f32, 127f32)?;
@@ -108,8 +111,14 @@ mod tests {
         let x = Var::from_vec(vec![0.5f32, -1.0, 0.25, 0.0, 3.0, -0.03], (2, 3), &dev)?;
         let (q, down) = activations(x.as_tensor())?;
         let q_vals = q.to_vec2::<f32>()?;
-        assert_eq!(q_vals, vec![vec![64.0, -127.0, 32.0], vec![0.0, 127.0, -1.0]]);
-        assert_eq!(down.to_vec2::<f32>()?, vec![vec![1.0 / 127.0], vec![3.0 / 127.0]]);
+        assert_eq!(
+            q_vals,
+            vec![vec![64.0, -127.0, 32.0], vec![0.0, 127.0, -1.0]]
+        );
+        assert_eq!(
+            down.to_vec2::<f32>()?,
+            vec![vec![1.0 / 127.0], vec![3.0 / 127.0]]
+        );
         // d/dx sum(q * down) is 1 everywhere under the straight-through estimator.
         let y = q.broadcast_mul(&down)?.sum_all()?;
         let grads = y.backward()?;

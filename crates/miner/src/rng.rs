@@ -81,5 +81,5 @@ mod tests {
         assert_eq!(bits, KNOWN_BITS, "values {v:?}");
     }
 
-    const KNOWN_BITS: [u32; 4] = [0, 0, 0, 0];
+    const KNOWN_BITS: [u32; 4] = [1057934686, 3202377536, 1057784112, 3199364260];
 }

@@ -8,8 +8,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use safetensors::tensor::{SafeTensors, TensorView};
 pub(crate) use safetensors::Dtype;
+use safetensors::tensor::{SafeTensors, TensorView};
 
 use crate::{Error, Result};
 
@@ -102,7 +102,12 @@ impl Raw<'_> {
     }
 
     /// Checks the shape.
-    pub fn expect_shape(&self, name: &str, shape: &[usize], err: fn(String) -> Error) -> Result<()> {
+    pub fn expect_shape(
+        &self,
+        name: &str,
+        shape: &[usize],
+        err: fn(String) -> Error,
+    ) -> Result<()> {
         if self.shape != shape {
             return Err(err(format!(
                 "{name}: shape {:?}, expected {shape:?}",
@@ -150,10 +155,11 @@ impl Owned {
 pub(crate) fn write(tensors: &[Owned], key: &str, value: String) -> Result<Vec<u8>> {
     let mut views = Vec::with_capacity(tensors.len());
     for t in tensors {
-        let view = TensorView::new(t.dtype, t.shape.clone(), &t.data).map_err(|e| Error::Shape {
-            name: t.name.clone(),
-            detail: e.to_string(),
-        })?;
+        let view =
+            TensorView::new(t.dtype, t.shape.clone(), &t.data).map_err(|e| Error::Shape {
+                name: t.name.clone(),
+                detail: e.to_string(),
+            })?;
         views.push((t.name.as_str(), view));
     }
     let metadata = HashMap::from([(key.to_string(), value)]);

@@ -17,7 +17,10 @@ fn small() -> BackboneConfig {
 }
 
 fn valid_backbone() -> Vec<u8> {
-    Backbone::init(&small(), 1).unwrap().to_safetensors().unwrap()
+    Backbone::init(&small(), 1)
+        .expect("init")
+        .to_safetensors()
+        .expect("serialise")
 }
 
 fn valid_lora() -> Vec<u8> {
@@ -27,9 +30,9 @@ fn valid_lora() -> Vec<u8> {
         precision: Precision::Fp32,
     };
     LoraAdapters::init(&small(), &l, 1)
-        .unwrap()
+        .expect("init")
         .to_safetensors()
-        .unwrap()
+        .expect("serialise")
 }
 
 /// A safetensors file with the given JSON header and data bytes.
@@ -42,7 +45,9 @@ fn file(header: &str, data: &[u8]) -> Vec<u8> {
 
 #[test]
 fn crafted_headers_are_refused() {
-    let cfg = serde_json::to_string(&small()).unwrap().replace('"', "\\\"");
+    let cfg = serde_json::to_string(&small())
+        .unwrap()
+        .replace('"', "\\\"");
     let cases = [
         // Truncated and empty.
         Vec::new(),
@@ -74,7 +79,10 @@ fn crafted_headers_are_refused() {
     ];
     for (i, bytes) in cases.iter().enumerate() {
         assert!(Backbone::from_safetensors(bytes).is_err(), "case {i}");
-        assert!(LoraAdapters::from_safetensors(bytes, &small()).is_err(), "case {i}");
+        assert!(
+            LoraAdapters::from_safetensors(bytes, &small()).is_err(),
+            "case {i}"
+        );
     }
 }
 
@@ -108,7 +116,11 @@ fn non_ternary_and_non_finite_weights_are_refused() {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(256))]
+    #![proptest_config(ProptestConfig {
+        cases: 256,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
 
     #[test]
     fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {

@@ -72,16 +72,20 @@ fn peak_memory_grows_with_the_batch_not_the_chunk() {
     let (_, p1, _) = peaks[0];
     let (_, p16, _) = peaks[4];
     // The whole chunk goes through every run; only B changes. Peak memory
-    // rises with B (roughly linearly) ...
+    // rises with B ...
     for w in peaks.windows(2) {
         assert!(w[1].1 > w[0].1, "peak not increasing with B: {peaks:?}");
     }
-    assert!(p16 > 8 * p1, "B=16 should need far more than B=1: {peaks:?}");
-    // ... and at B=1 it is about one sequence's worth, not the chunk's: the
-    // whole chunk in one pass (B=16) costs 16 sequences.
-    assert!(p1 * 4 < p16 / 2, "{peaks:?}");
+    // ... about linearly: one pass over the chunk (B=16) costs many times
+    // what one sequence at a time (B=1) costs, so at B=1 the peak is a
+    // sequence's worth, not the chunk's.
+    let ratio = p16 as f64 / p1 as f64;
+    assert!(ratio > 10.0, "B=16 / B=1 peak ratio {ratio:.1}: {peaks:?}");
     // The budget estimate bounds the measured peak.
     for (b, peak, estimate) in &peaks {
-        assert!(*peak as u64 <= *estimate, "B={b}: measured {peak} > estimate {estimate}");
+        assert!(
+            *peak as u64 <= *estimate,
+            "B={b}: measured {peak} > estimate {estimate}"
+        );
     }
 }
