@@ -142,10 +142,11 @@ fn processor_configuration_is_checked() {
     assert_eq!(ChunkProcessor::new(128, 99).unwrap().local_batch_size(), 16);
     assert_eq!(ChunkProcessor::new(2048, 1).unwrap().sequences(), 1);
     let c = tiny();
-    let one = r3mes_miner::activation_bytes(&c, 128, 1);
-    assert_eq!(r3mes_miner::activation_bytes(&c, 128, 4), 4 * one);
+    let fixed = r3mes_miner::activation_bytes(&c, 128, 0);
+    let one = r3mes_miner::activation_bytes(&c, 128, 1) - fixed;
+    assert_eq!(r3mes_miner::activation_bytes(&c, 128, 4), fixed + 4 * one);
     let mb = |bytes: u64| bytes.div_ceil(1 << 20);
-    let p = ChunkProcessor::with_memory_budget(&c, 128, mb(4 * one)).unwrap();
+    let p = ChunkProcessor::with_memory_budget(&c, 128, mb(fixed + 4 * one)).unwrap();
     assert_eq!(p.local_batch_size(), 4);
     let p = ChunkProcessor::with_memory_budget(&c, 128, 0).unwrap();
     assert_eq!(p.local_batch_size(), 1);
