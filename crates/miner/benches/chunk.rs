@@ -7,6 +7,28 @@
 //! after a warm-up, peak live heap bytes from a counting allocator), then
 //! runs the criterion benchmarks. `R3MES_BENCH_TABLE_ONLY=1` stops after the
 //! table.
+//!
+//! Figures of the first run (2-core VM shared with another build, so the
+//! times are noisy; `RAYON_NUM_THREADS=1`, i.e. per core; peak = live heap
+//! above the model during one chunk):
+//!
+//! | model | B | tokens/s | peak MiB | estimate MiB |
+//! | --- | --- | --- | --- | --- |
+//! | default (L4, D256, rank 8) | 1 | 1221 | 171.4 | 206.2 |
+//! | default | 2 | 1043 | 305.8 | 374.7 |
+//! | default | 4 | 1115 | 574.7 | 711.7 |
+//! | default | 8 | 1175 | 1112.4 | 1385.7 |
+//! | default | 16 | 1136 | 2187.9 | 2733.7 |
+//! | test (L2, D64, rank 8) | 1 | 6806 | 24.1 | 29.0 |
+//! | test | 2 | 10342 | 46.5 | 56.5 |
+//! | test | 4 | 9246 | 91.3 | 111.5 |
+//! | test | 8 | 10943 | 180.9 | 221.5 |
+//! | test | 16 | 14655 | 360.1 | 441.5 |
+//!
+//! Peak memory is linear in B (about 134 MiB per sequence of 128 tokens on
+//! the default model) and independent of the chunk, which every run
+//! processes whole. With rayon's default two threads on the loaded machine,
+//! throughput was lower and erratic (oversubscription).
 
 #![allow(unsafe_code)]
 
