@@ -59,16 +59,18 @@ pub const DEFAULT_SEQ_LEN: usize = 128;
 /// peak; this estimate is meant to bound it (it does, by 0 to 25 %, on the
 /// default and test models).
 pub fn activation_bytes(config: &BackboneConfig, seq_len: usize, batch: usize) -> u64 {
+    // u128: no overflow for any configuration; saturates into u64.
     let (t, d, h, hm, l, v) = (
-        seq_len as u64,
-        config.dim as u64,
-        config.heads as u64,
-        config.mlp_hidden as u64,
-        config.layers as u64,
-        config.vocab_size as u64,
+        seq_len as u128,
+        config.dim as u128,
+        config.heads as u128,
+        config.mlp_hidden as u128,
+        config.layers as u128,
+        config.vocab_size as u128,
     );
     let per_seq = l * (90 * t * d + 24 * t * hm + 6 * h * t * t) + 8 * t * v;
-    12 * config.parameter_count() + 8 * batch as u64 * per_seq
+    let total = 12 * u128::from(config.parameter_count()) + 8 * batch as u128 * per_seq;
+    u64::try_from(total).unwrap_or(u64::MAX)
 }
 
 /// Splits fixed chunks into micro-batches and accumulates their gradients.
@@ -148,10 +150,13 @@ impl ChunkProcessor {
         seq_len: usize,
         budget_mb: u64,
     ) -> Result<Self> {
+        config.validate()?;
         let probe = Self::new(seq_len, 1)?;
         let budget = budget_mb.saturating_mul(1 << 20);
         let fixed = activation_bytes(config, seq_len, 0);
-        let per_seq = (activation_bytes(config, seq_len, 1) - fixed).max(1);
+        let per_seq = activation_bytes(config, seq_len, 1)
+            .saturating_sub(fixed)
+            .max(1);
         let fit = usize::try_from(budget.saturating_sub(fixed) / per_seq).unwrap_or(usize::MAX);
         Self::new(probe.seq_len, fit.clamp(1, probe.sequences()))
     }

@@ -145,8 +145,16 @@ impl BackboneConfig {
             self.mlp_hidden as u64,
             self.layers as u64,
         );
-        let block = 4 * d * d + 3 * d * h + 2 * d;
-        v * d + l * block + d + v * d
+        // Saturating: an absurd configuration reports u64::MAX, not a panic.
+        let block = d
+            .saturating_mul(4)
+            .saturating_mul(d)
+            .saturating_add(d.saturating_mul(3).saturating_mul(h))
+            .saturating_add(d.saturating_mul(2));
+        v.saturating_mul(d)
+            .saturating_mul(2)
+            .saturating_add(l.saturating_mul(block))
+            .saturating_add(d)
     }
 }
 

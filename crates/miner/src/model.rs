@@ -66,7 +66,7 @@ impl Model {
     /// reach the LoRA parameters only.
     pub fn forward(&self, tokens: &[u32], batch: usize, seq_len: usize) -> Result<Tensor> {
         let c = self.backbone.config();
-        if batch == 0 || seq_len == 0 || tokens.len() != batch * seq_len {
+        if batch == 0 || seq_len == 0 || batch.checked_mul(seq_len) != Some(tokens.len()) {
             return Err(Error::Shape {
                 name: "tokens".into(),
                 detail: format!("{} tokens for {batch} x {seq_len}", tokens.len()),
