@@ -66,10 +66,10 @@ use crate::batches::{self, BatchChange, BatchIndex};
 use crate::{Error, Result};
 
 /// redb's page cache for the state file, bounded so a long-running node's
-/// memory does not grow toward redb's default of 1 GiB; 64 MiB holds the
+/// memory does not grow toward redb's default of 1 GiB; 32 MiB holds the
 /// pages a block touches (its writes land in fresh pages) and the hot
 /// branch pages.
-pub const STATE_CACHE_BYTES: usize = 64 << 20;
+pub const STATE_CACHE_BYTES: usize = 32 << 20;
 
 /// Every state record: key bytes -> value bytes.
 const KV: TableDefinition<'_, &[u8], &[u8]> = TableDefinition::new("kv-0");
