@@ -10,7 +10,7 @@ use r3mes_kubo::{ClientOptions, KuboClient};
 
 /// Where commands find content: a repo directory, or a daemon's API.
 #[derive(Args, Clone)]
-pub struct Target {
+pub(crate) struct Target {
     /// Repo directory (default: $R3MES_HOME/ipfs, or ~/.r3mes/ipfs).
     #[arg(long, global = true)]
     repo: Option<PathBuf>,
@@ -42,6 +42,9 @@ pub enum IpfsCommand {
     Stop(SidecarArgs),
     /// Report whether the managed sidecar runs; cleans up after a crash.
     Status(SidecarArgs),
+    /// The Mutable File System (the seed's directory layout): ls, stat, mkdir, cp, mv, rm, read, flush.
+    #[command(subcommand)]
+    Files(crate::ipfs_files::FilesCommand),
 }
 
 #[derive(Args)]
@@ -206,7 +209,7 @@ impl Target {
     /// The repo itself, or the API of the daemon that holds it: `--api` wins;
     /// otherwise a daemon that answers at the address in `<repo>/api` (as Kubo's
     /// CLI finds its daemon); otherwise the repo, opened here.
-    fn backend(&self) -> Result<Backend> {
+    pub(crate) fn backend(&self) -> Result<Backend> {
         if let Some(api) = &self.api {
             return Backend::remote(
                 KuboClient::new(api).with_context(|| format!("using API {api}"))?,
@@ -231,7 +234,7 @@ impl Target {
 }
 
 /// Where a command runs.
-enum Backend {
+pub(crate) enum Backend {
     /// The repo, opened by this process.
     Local(Repo),
     /// A daemon's RPC API (Kubo or `r3mes ipfs daemon`).
@@ -265,6 +268,7 @@ pub fn run(command: IpfsCommand) -> Result<()> {
         IpfsCommand::Add(args) => add(args),
         IpfsCommand::Cat(args) => cat(args),
         IpfsCommand::Pin(cmd) => pin(cmd),
+        IpfsCommand::Files(cmd) => crate::ipfs_files::run(cmd),
         IpfsCommand::Gc(args) => {
             let report = match args.target.backend()? {
                 Backend::Local(repo) => repo.gc()?,

@@ -8,6 +8,7 @@ mod bench_submit;
 mod bench_verify;
 mod gradient;
 mod ipfs;
+mod ipfs_files;
 mod keys_cmd;
 mod miner_cmd;
 mod node_cmd;

@@ -285,3 +285,58 @@ fn a_repo_held_by_another_process_is_a_clear_error() {
         home.path(),
     ));
 }
+
+#[test]
+fn files_commands_keep_the_seed_layout_in_the_mfs() {
+    let home = tempfile::tempdir().expect("tempdir");
+    let h = home.path();
+    let file = h.join("gradient.bin");
+    std::fs::write(&file, pseudo_random(70_000)).expect("write");
+    let cid = stdout(&ok(r3mes(
+        &["ipfs", "add", file.to_str().expect("utf-8")],
+        h,
+    )))
+    .trim()
+    .to_string();
+    ok(r3mes(
+        &["ipfs", "files", "mkdir", "-p", "/gradients/window_7"],
+        h,
+    ));
+    let to = "/gradients/window_7/miner_remes1abc";
+    ok(r3mes(
+        &["ipfs", "files", "cp", &format!("/ipfs/{cid}"), to],
+        h,
+    ));
+    let listed = stdout(&ok(r3mes(
+        &["ipfs", "files", "ls", "-l", "/gradients/window_7"],
+        h,
+    )));
+    assert_eq!(
+        listed.trim(),
+        format!("miner_remes1abc\t{cid}\t70000\tfile")
+    );
+    let stat = stdout(&ok(r3mes(&["ipfs", "files", "stat", to, "--json"], h)));
+    let stat: serde_json::Value = serde_json::from_str(&stat).expect("json");
+    assert_eq!(stat["Hash"], cid.as_str());
+    assert_eq!(stat["Type"], "file");
+    let read = ok(r3mes(&["ipfs", "files", "read", to], h));
+    assert_eq!(read.stdout, pseudo_random(70_000));
+    // The MFS root keeps the content through a GC even after unpinning.
+    ok(r3mes(&["ipfs", "pin", "rm", &cid], h));
+    ok(r3mes(&["ipfs", "gc"], h));
+    assert_eq!(
+        ok(r3mes(&["ipfs", "files", "read", to], h)).stdout.len(),
+        70_000
+    );
+    fails(r3mes(&["ipfs", "files", "rm", "/gradients"], h), "use -r");
+    fails(
+        r3mes(&["ipfs", "files", "ls", "/nope"], h),
+        "file does not exist",
+    );
+    ok(r3mes(&["ipfs", "files", "rm", "-r", "/gradients"], h));
+    let root = stdout(&ok(r3mes(&["ipfs", "files", "flush"], h)));
+    assert_eq!(
+        root.trim(),
+        "QmUNLLsPACCz1vLxQVkXqqLX5R1X345qqfHbsf67hvA3Nn"
+    );
+}
