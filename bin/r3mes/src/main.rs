@@ -6,6 +6,7 @@ mod bench_chain;
 mod bench_gradient;
 mod bench_submit;
 mod bench_verify;
+mod dataset_cmd;
 mod gradient;
 mod ipfs;
 mod ipfs_files;
@@ -45,6 +46,9 @@ enum Command {
     Keys(keys_cmd::KeysCommand),
     /// Sign and send transactions: every message of the chain (submit-gradient adds the file to IPFS first).
     Tx(tx_cmd::TxArgs),
+    /// Training data: build a dataset of fixed 2048-token chunks and shards.
+    #[command(subcommand)]
+    Dataset(dataset_cmd::DatasetCommand),
     /// The miner's long-running roles: respond (answer availability challenges).
     #[command(subcommand)]
     Miner(miner_cmd::MinerCommand),
@@ -79,6 +83,7 @@ fn main() -> std::process::ExitCode {
         Command::Node(cmd) => node_cmd::run(cmd),
         Command::Keys(cmd) => keys_cmd::run(cmd),
         Command::Miner(cmd) => miner_cmd::run(cmd),
+        Command::Dataset(cmd) => dataset_cmd::run(cmd),
         Command::Query(args) => query_cmd::run(args),
         Command::Tx(args) => tx_cmd::run(args),
         Command::Verify(args) => verify::run_verify(args),

@@ -1,0 +1,166 @@
+//! `r3mes dataset build`: text files to a dataset of fixed 2048-token
+//! chunks (`r3mes-dataset`), written under an output directory as
+//! `shard_{k}/chunk_{i}` plus `manifest.json`, and with `--api` added to
+//! IPFS under the seed's layout `/datasets/shards/{name}/shard_{k}/chunk_{i}`
+//! (MFS), whose directory CID is the dataset hash.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use clap::Subcommand;
+use r3mes_dataset::{byte_tokens, encode_chunk, shards_of, split_into_chunks};
+use r3mes_ipfs::{AddOptions, AddSource};
+use r3mes_kubo::KuboClient;
+
+#[derive(Subcommand)]
+pub enum DatasetCommand {
+    /// Tokenize text files (byte-level), cut 2048-token chunks, group shards, write them (and add them to IPFS with --api).
+    Build {
+        /// Text files, concatenated in this order.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Dataset name (letters, digits, `-`, `_`, `.`).
+        #[arg(long)]
+        name: String,
+        /// Output directory.
+        #[arg(long)]
+        out: PathBuf,
+        /// Chunks per shard.
+        #[arg(long, default_value_t = 8)]
+        chunks_per_shard: usize,
+        /// Add the chunks to this IPFS API and file them in its MFS.
+        #[arg(long)]
+        api: Option<String>,
+        /// Print the manifest as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub fn run(command: DatasetCommand) -> Result<()> {
+    match command {
+        DatasetCommand::Build {
+            files,
+            name,
+            out,
+            chunks_per_shard,
+            api,
+            json,
+        } => {
+            r3mes_protocol::layout::DatasetName::new(name.clone())
+                .with_context(|| format!("dataset name {name:?}"))?;
+            let mut text = Vec::new();
+            for f in &files {
+                text.extend(std::fs::read(f).with_context(|| format!("reading {}", f.display()))?);
+            }
+            let size = text.len() as u64;
+            let chunks = split_into_chunks(&byte_tokens(&text))?;
+            let shards = shards_of(chunks, chunks_per_shard)?;
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("starting the async runtime")?;
+            let store = match &api {
+                Some(api) => Some(KuboClient::new(api).with_context(|| format!("IPFS API {api}"))?),
+                None => None,
+            };
+            let mut manifest_shards = Vec::new();
+            for shard in &shards {
+                let dir = out.join(format!("shard_{}", shard.id));
+                std::fs::create_dir_all(&dir)
+                    .with_context(|| format!("creating {}", dir.display()))?;
+                let mfs_dir = format!("/datasets/shards/{name}/shard_{}", shard.id);
+                let mut chunk_entries = Vec::new();
+                for (i, chunk) in shard.chunks.iter().enumerate() {
+                    let id = shard.first_chunk + i as u64;
+                    let bytes = encode_chunk(chunk);
+                    let file = dir.join(format!("chunk_{id}"));
+                    write_new(&file, &bytes)?;
+                    let cid = match &store {
+                        Some(store) => Some(runtime.block_on(add_and_file(
+                            store,
+                            bytes,
+                            &format!("{mfs_dir}/chunk_{id}"),
+                        ))?),
+                        None => None,
+                    };
+                    chunk_entries.push(serde_json::json!({
+                        "chunk_id": id,
+                        "counted_tokens": chunk.counted(),
+                        "cid": cid,
+                    }));
+                }
+                let shard_cid = match &store {
+                    Some(store) => Some(runtime.block_on(store.files_flush(&mfs_dir))?.to_string()),
+                    None => None,
+                };
+                manifest_shards.push(serde_json::json!({
+                    "shard_id": shard.id,
+                    "cid": shard_cid,
+                    "chunks": chunk_entries,
+                }));
+            }
+            let dataset_hash = match &store {
+                Some(store) => Some(
+                    runtime
+                        .block_on(store.files_flush(&format!("/datasets/shards/{name}")))?
+                        .to_string(),
+                ),
+                None => None,
+            };
+            let manifest = serde_json::json!({
+                "format": "r3mes-dataset-v1",
+                "name": name,
+                "tokenizer": "byte",
+                "chunk_tokens": r3mes_dataset::CHUNK_TOKENS,
+                "pad_token": r3mes_dataset::PAD_TOKEN,
+                "chunk_file": "R3CHUNK1 (r3mes-dataset::chunk)",
+                "size": size,
+                "shard_count": shards.len(),
+                "dataset_hash": dataset_hash,
+                "shards": manifest_shards,
+            });
+            let path = out.join("manifest.json");
+            write_new(&path, serde_json::to_string_pretty(&manifest)?.as_bytes())?;
+            if json {
+                println!("{manifest}");
+            } else {
+                println!(
+                    "{} bytes -> {} chunks in {} shards under {}",
+                    size,
+                    shards.iter().map(|s| s.chunks.len()).sum::<usize>(),
+                    shards.len(),
+                    out.display()
+                );
+                if let Some(hash) = manifest["dataset_hash"].as_str() {
+                    println!("dataset hash: {hash} (/datasets/shards/{name})");
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Writes `bytes` to `path`, refusing to overwrite.
+fn write_new(path: &Path, bytes: &[u8]) -> Result<()> {
+    if path.exists() {
+        bail!(
+            "{} exists; build into a new --out directory",
+            path.display()
+        );
+    }
+    std::fs::write(path, bytes).with_context(|| format!("writing {}", path.display()))
+}
+
+/// Adds a chunk file and files it at `mfs_path`; returns its CID.
+async fn add_and_file(store: &KuboClient, bytes: Vec<u8>, mfs_path: &str) -> Result<String> {
+    let added = store
+        .add(AddSource::Bytes(bytes.into()), &AddOptions::default())
+        .await
+        .context("adding a chunk")?;
+    store
+        .files_cp(&format!("/ipfs/{}", added.cid), mfs_path, true)
+        .await
+        .with_context(|| format!("filing {mfs_path}"))?;
+    Ok(added.cid.to_string())
+}
