@@ -35,10 +35,88 @@ pub enum DatasetCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Propose a built dataset (its manifest.json, made with --api) for governance; the signer is its provider.
+    Propose {
+        /// The directory `dataset build` wrote.
+        dir: PathBuf,
+        /// Keyring key of the provider.
+        #[arg(long)]
+        from: String,
+        /// Description.
+        #[arg(long, default_value = "")]
+        description: String,
+        /// License.
+        #[arg(long, default_value = "")]
+        license: String,
+        /// Tags.
+        #[arg(long = "tag")]
+        tags: Vec<String>,
+        /// The node's gRPC address.
+        #[arg(long, default_value = "http://127.0.0.1:9090")]
+        node: String,
+        /// Home whose keyring holds the key (default: $R3MES_HOME or ~/.r3mes).
+        #[arg(long)]
+        home: Option<PathBuf>,
+    },
 }
 
 pub fn run(command: DatasetCommand) -> Result<()> {
     match command {
+        DatasetCommand::Propose {
+            dir,
+            from,
+            description,
+            license,
+            tags,
+            node,
+            home,
+        } => {
+            let path = dir.join("manifest.json");
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            let manifest: serde_json::Value = serde_json::from_str(&text)
+                .with_context(|| format!("{} is not JSON", path.display()))?;
+            let field = |key: &str| {
+                manifest[key]
+                    .as_str()
+                    .map(str::to_owned)
+                    .with_context(|| format!("{} has no {key}", path.display()))
+            };
+            let name = field("name")?;
+            let dataset = field("dataset_hash")
+                .context("the dataset was built without --api: add it to IPFS first")?;
+            let size = manifest["size"]
+                .as_u64()
+                .with_context(|| format!("{} has no size", path.display()))?;
+            let shards = manifest["shards"]
+                .as_array()
+                .map(|items| {
+                    items
+                        .iter()
+                        .map(|s| s["cid"].as_str().map(str::to_owned))
+                        .collect::<Option<Vec<_>>>()
+                })
+                .unwrap_or_default()
+                .with_context(|| format!("{} lists shards without CIDs", path.display()))?;
+            let out = crate::tx_cmd::sign_and_send(&node, home, &from, |key| {
+                crate::tx_cmd::propose_msg(
+                    key,
+                    &crate::tx_cmd::Proposal {
+                        dataset: &dataset,
+                        shards: &shards,
+                        name: &name,
+                        description: &description,
+                        data_type: "text",
+                        size,
+                        license: &license,
+                        tags: &tags,
+                        schema: "r3mes-chunks-v1",
+                    },
+                )
+            })?;
+            println!("{out}");
+            Ok(())
+        }
         DatasetCommand::Build {
             files,
             name,

@@ -325,31 +325,20 @@ async fn send(args: &TxArgs) -> Result<serde_json::Value> {
             license,
             tags,
             schema,
-        } => {
-            let dataset_cid = cids::parse(dataset).with_context(|| format!("dataset {dataset}"))?;
-            let shard_cids = shards
-                .iter()
-                .map(|s| cids::parse(s).with_context(|| format!("shard {s}")))
-                .collect::<Result<Vec<_>>>()?;
-            let mut metadata = DatasetMetadata {
-                name: name.clone(),
-                description: description.clone(),
-                data_type: data_type.clone(),
+        } => propose_msg(
+            &key,
+            &Proposal {
+                dataset,
+                shards,
+                name,
+                description,
+                data_type,
                 size: *size,
-                shard_count: shards.len() as u64,
-                license: license.clone(),
-                tags: tags.clone(),
-                ..DatasetMetadata::default()
-            };
-            sign_dataset(&key, &dataset_cid, &mut metadata, &shard_cids)?;
-            tx_body::Msg::ProposeDataset(MsgProposeDataset {
-                proposer: me.to_string(),
-                dataset_hash: dataset.clone(),
-                metadata: Some(metadata),
-                shard_cids: shards.clone(),
-                schema: schema.clone(),
-            })
-        }
+                license,
+                tags,
+                schema,
+            },
+        )?,
         TxCommand::ApproveDataset {
             dataset,
             quality_ppm,
@@ -435,6 +424,71 @@ async fn send(args: &TxArgs) -> Result<serde_json::Value> {
     };
     let outcome = client.send(&key, msg).await?;
     Ok(outcome_json(&outcome))
+}
+
+/// What a dataset proposal states.
+pub(crate) struct Proposal<'a> {
+    pub dataset: &'a str,
+    pub shards: &'a [String],
+    pub name: &'a str,
+    pub description: &'a str,
+    pub data_type: &'a str,
+    pub size: u64,
+    pub license: &'a str,
+    pub tags: &'a [String],
+    pub schema: &'a str,
+}
+
+/// `MsgProposeDataset` with its metadata signed by `key` as the provider.
+pub(crate) fn propose_msg(key: &SecretKey, p: &Proposal<'_>) -> Result<tx_body::Msg> {
+    let dataset_cid = cids::parse(p.dataset).with_context(|| format!("dataset {}", p.dataset))?;
+    let shard_cids = p
+        .shards
+        .iter()
+        .map(|s| cids::parse(s).with_context(|| format!("shard {s}")))
+        .collect::<Result<Vec<_>>>()?;
+    let mut metadata = DatasetMetadata {
+        name: p.name.to_owned(),
+        description: p.description.to_owned(),
+        data_type: p.data_type.to_owned(),
+        size: p.size,
+        shard_count: p.shards.len() as u64,
+        license: p.license.to_owned(),
+        tags: p.tags.to_vec(),
+        ..DatasetMetadata::default()
+    };
+    sign_dataset(key, &dataset_cid, &mut metadata, &shard_cids)?;
+    Ok(tx_body::Msg::ProposeDataset(MsgProposeDataset {
+        proposer: key.public_key().address().to_string(),
+        dataset_hash: p.dataset.to_owned(),
+        metadata: Some(metadata),
+        shard_cids: p.shards.to_vec(),
+        schema: p.schema.to_owned(),
+    }))
+}
+
+/// Signs `msg` with keyring key `from` of `home` and sends it to `node`;
+/// the committed outcome as JSON.
+pub(crate) fn sign_and_send(
+    node: &str,
+    home: Option<PathBuf>,
+    from: &str,
+    msg: impl FnOnce(&SecretKey) -> Result<tx_body::Msg>,
+) -> Result<serde_json::Value> {
+    let home = Home::new(home.unwrap_or_else(Home::default_root));
+    let key = Keyring::new(home.keyring())
+        .secret(from)
+        .with_context(|| format!("key {from:?} of {}", home.keyring().display()))?;
+    let msg = msg(&key)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async {
+        let client = NodeClient::connect(node).await?;
+        let outcome = client.send(&key, msg).await?;
+        Ok(outcome_json(&outcome))
+    })
 }
 
 fn outcome_json(outcome: &Outcome) -> serde_json::Value {

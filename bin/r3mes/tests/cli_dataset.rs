@@ -73,32 +73,20 @@ fn a_built_dataset_is_in_ipfs_and_can_be_proposed_and_approved() {
     );
     assert!(cid.starts_with("Qm"));
 
-    // Proposed with the manifest's CIDs, approved by the validator.
+    // Proposed from the manifest by its provider, approved by the validator.
     let hash = manifest["dataset_hash"].as_str().unwrap();
-    let shard_args: Vec<String> = shards
-        .iter()
-        .flat_map(|s| {
-            [
-                "--shard".to_string(),
-                s["cid"].as_str().unwrap().to_string(),
-            ]
-        })
-        .collect();
-    ok(r3mes(home)
-        .args([
-            "tx",
-            "propose-dataset",
-            "--from",
-            "dev1",
-            hash,
-            "--name",
-            "alphabet",
-        ])
-        .args(["--size", &text.len().to_string()])
-        .args(&shard_args)
-        .args(["--node", &node.url])
+    let proposed = json(&ok(r3mes(home)
+        .args(["dataset", "propose"])
+        .arg(&out)
+        .args(["--from", "dev1", "--license", "CC0", "--node", &node.url])
         .output()
-        .unwrap());
+        .unwrap()));
+    assert!(proposed["height"].as_u64().unwrap() >= 1, "{proposed}");
+    let proposed = json(&ok(r3mes(home)
+        .args(["query", "dataset", hash, "--json", "--node", &node.url])
+        .output()
+        .unwrap()));
+    assert_eq!(proposed["status"], 1);
     ok(r3mes(home)
         .args([
             "tx",
