@@ -12,6 +12,7 @@ mod ipfs;
 mod ipfs_files;
 mod keys_cmd;
 mod miner_cmd;
+mod model_cmd;
 mod node_cmd;
 mod query_cmd;
 mod tx_cmd;
@@ -49,6 +50,9 @@ enum Command {
     /// Training data: build a dataset of fixed 2048-token chunks and shards.
     #[command(subcommand)]
     Dataset(dataset_cmd::DatasetCommand),
+    /// The model: init a small deterministic BitNet backbone with LoRA adapters, add and register it.
+    #[command(subcommand)]
+    Model(model_cmd::ModelCommand),
     /// The miner's long-running roles: respond (answer availability challenges).
     #[command(subcommand)]
     Miner(miner_cmd::MinerCommand),
@@ -84,6 +88,7 @@ fn main() -> std::process::ExitCode {
         Command::Keys(cmd) => keys_cmd::run(cmd),
         Command::Miner(cmd) => miner_cmd::run(cmd),
         Command::Dataset(cmd) => dataset_cmd::run(cmd),
+        Command::Model(cmd) => model_cmd::run(cmd),
         Command::Query(args) => query_cmd::run(args),
         Command::Tx(args) => tx_cmd::run(args),
         Command::Verify(args) => verify::run_verify(args),
