@@ -30,11 +30,7 @@
 //! processes whole. With rayon's default two threads on the loaded machine,
 //! throughput was lower and erratic (oversubscription).
 
-#![allow(unsafe_code)]
-
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput};
@@ -43,33 +39,8 @@ use r3mes_miner::{
     activation_bytes,
 };
 
-struct Counting;
-
-static LIVE: AtomicUsize = AtomicUsize::new(0);
-static PEAK: AtomicUsize = AtomicUsize::new(0);
-
-// SAFETY: every call is forwarded unchanged to the system allocator; the
-// counters only observe sizes.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: same contract as the caller's.
-        let p = unsafe { System.alloc(layout) };
-        if !p.is_null() {
-            let now = LIVE.fetch_add(layout.size(), Ordering::Relaxed) + layout.size();
-            PEAK.fetch_max(now, Ordering::Relaxed);
-        }
-        p
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: same contract as the caller's.
-        unsafe { System.dealloc(ptr, layout) };
-        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
-    }
-}
-
-#[global_allocator]
-static ALLOC: Counting = Counting;
+#[path = "../tests/counting/mod.rs"]
+mod counting;
 
 const BATCHES: [usize; 5] = [1, 2, 4, 8, 16];
 
@@ -111,12 +82,9 @@ fn table(models: &[(&'static str, Model)], chunk: &[u32]) {
             };
             // Warm-up (thread pool, page faults).
             let _ = p.process_chunk(m, chunk, None);
-            let base = LIVE.load(Ordering::Relaxed);
-            PEAK.store(base, Ordering::Relaxed);
             let start = Instant::now();
-            let result = p.process_chunk(m, chunk, None);
+            let (result, peak) = counting::peak_of(|| p.process_chunk(m, chunk, None));
             let secs = start.elapsed().as_secs_f64();
-            let peak = PEAK.load(Ordering::Relaxed).saturating_sub(base);
             match result {
                 Ok(g) => println!(
                     "{name:15} {b:2}  {:13}  {secs:7.3}  {:8.0}  {:8.1}  {:12.1}",

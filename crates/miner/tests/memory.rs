@@ -4,51 +4,11 @@
 //! live heap bytes while one chunk is processed, for several batch sizes.
 //! This file holds a single test so no other test allocates meanwhile.
 
-#![allow(unsafe_code)]
-
 mod common;
-
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicUsize, Ordering};
+mod counting;
 
 use common::{chunk, model};
 use r3mes_miner::{ChunkProcessor, DEFAULT_SEQ_LEN, activation_bytes};
-
-struct Counting;
-
-static LIVE: AtomicUsize = AtomicUsize::new(0);
-static PEAK: AtomicUsize = AtomicUsize::new(0);
-
-// SAFETY: every call is forwarded unchanged to the system allocator; the
-// counters only observe sizes.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: same contract as the caller's.
-        let p = unsafe { System.alloc(layout) };
-        if !p.is_null() {
-            let now = LIVE.fetch_add(layout.size(), Ordering::Relaxed) + layout.size();
-            PEAK.fetch_max(now, Ordering::Relaxed);
-        }
-        p
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: same contract as the caller's.
-        unsafe { System.dealloc(ptr, layout) };
-        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
-    }
-}
-
-#[global_allocator]
-static ALLOC: Counting = Counting;
-
-/// Peak live bytes above the level before `f`.
-fn peak_of(f: impl FnOnce()) -> usize {
-    let base = LIVE.load(Ordering::Relaxed);
-    PEAK.store(base, Ordering::Relaxed);
-    f();
-    PEAK.load(Ordering::Relaxed).saturating_sub(base)
-}
 
 #[test]
 fn peak_memory_grows_with_the_batch_not_the_chunk() {
@@ -58,7 +18,7 @@ fn peak_memory_grows_with_the_batch_not_the_chunk() {
     let mut peaks = Vec::new();
     for b in [1usize, 2, 4, 8, 16] {
         let p = ChunkProcessor::new(DEFAULT_SEQ_LEN, b).unwrap();
-        let peak = peak_of(|| {
+        let (_, peak) = counting::peak_of(|| {
             p.process_chunk(&m, &tokens, None).unwrap();
         });
         let estimate = activation_bytes(&config, DEFAULT_SEQ_LEN, b);
