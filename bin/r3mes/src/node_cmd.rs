@@ -97,6 +97,10 @@ pub struct StartArgs {
     /// carries the keeper's genesis JSON as `app_state`.
     #[arg(long, value_name = "ADDR")]
     abci: Option<SocketAddr>,
+    /// Initialise a home that has no config first, with `node init`'s
+    /// defaults (chain r3mes-local-1, 1 s blocks, dev1..dev3).
+    #[arg(long)]
+    init: bool,
 }
 
 pub fn run(command: NodeCommand) -> Result<()> {
@@ -176,9 +180,32 @@ fn run_abci(home: &Home, addr: SocketAddr) -> Result<()> {
 
 fn run_start(args: StartArgs) -> Result<()> {
     let home = args.home.home();
+    if !home.config().exists() && args.init {
+        let options = InitOptions {
+            chain_id: "r3mes-local-1".into(),
+            dev_accounts: 3,
+            config: NodeConfig::default(),
+            params: None,
+        };
+        let report = init(&home, &options)
+            .with_context(|| format!("initialising {}", home.root().display()))?;
+        // Stdout's first line stays the "node started" line supervisors read.
+        eprintln!(
+            "initialised {} for chain {}: validator {}, {}",
+            home.root().display(),
+            report.chain_id,
+            report.validator.address,
+            report
+                .dev_accounts
+                .iter()
+                .map(|k| format!("{} {}", k.name, k.address))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
     if !home.config().exists() {
         anyhow::bail!(
-            "loading the config of {}: {} does not exist (run `r3mes node init` first)",
+            "loading the config of {}: {} does not exist (run `r3mes node init` first, or start with --init)",
             home.root().display(),
             home.config().display()
         );

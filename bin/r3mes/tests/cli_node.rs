@@ -95,3 +95,49 @@ fn init_writes_a_home_once_and_keys_manage_its_keyring() {
         "run `r3mes node init` first",
     );
 }
+
+#[test]
+fn start_with_init_makes_a_missing_home_and_without_it_says_so() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let h = dir.path();
+    fails(r3mes(&["node", "start"], h), "--init");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_r3mes"))
+        .args([
+            "node",
+            "start",
+            "--init",
+            "--ipfs-api",
+            "http://127.0.0.1:9",
+        ])
+        .args([
+            "--grpc-addr",
+            "127.0.0.1:0",
+            "--metrics-addr",
+            "127.0.0.1:0",
+        ])
+        .env("R3MES_HOME", h)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("read");
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let status = child.wait().expect("wait");
+    assert!(line.starts_with("node started: gRPC "), "{line:?}");
+    assert!(status.success(), "SIGTERM stops it cleanly");
+    for file in ["config.json", "genesis.json"] {
+        assert!(h.join(file).exists(), "{file}");
+    }
+    // The keyring holds the validator and the dev keys.
+    let keys = ok(r3mes(&["keys", "list"], h));
+    assert!(
+        keys.contains("validator") && keys.contains("dev3"),
+        "{keys}"
+    );
+}
