@@ -1,6 +1,8 @@
 //! `r3mes miner ...`: the miner's long-running roles against a node.
 //!
-//! `miner respond` answers the availability challenges of one key from
+//! `miner train` runs one 2048-token chunk file through the
+//! `ChunkProcessor` and writes the LoRA gradient as a protobuf gradient
+//! file. `miner respond` answers the availability challenges of one key from
 //! the content in an IPFS API (the miner's own store) until SIGINT or
 //! SIGTERM (`r3mes_client::Responder`).
 
@@ -18,6 +20,36 @@ use r3mes_node::keyring::Keyring;
 
 #[derive(Subcommand)]
 pub enum MinerCommand {
+    /// Train on one 2048-token chunk file and write the LoRA gradient (protobuf).
+    Train {
+        /// The model directory `r3mes model init` wrote.
+        #[arg(long)]
+        model: PathBuf,
+        /// A chunk file (`R3CHUNK1`, from `r3mes dataset build`).
+        #[arg(long)]
+        chunk: PathBuf,
+        /// Sequences per micro-batch (default: derived from --memory-budget, else 1).
+        #[arg(long, conflicts_with = "memory_budget")]
+        local_batch_size: Option<usize>,
+        /// Memory for activations, MiB, from which the micro-batch size is derived.
+        #[arg(long)]
+        memory_budget: Option<u64>,
+        /// Tokens per sequence (divides 2048).
+        #[arg(long, default_value_t = r3mes_miner::DEFAULT_SEQ_LEN)]
+        seq_len: usize,
+        /// The miner's address, written into the gradient.
+        #[arg(long, default_value = "")]
+        miner: String,
+        /// Data shard id.
+        #[arg(long, default_value_t = 0)]
+        shard: u64,
+        /// Training window (round) id.
+        #[arg(long, default_value_t = 0)]
+        window: u64,
+        /// Output gradient file.
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Answer a key's availability challenges from an IPFS store until stopped.
     Respond {
         /// Keyring key of the miner.
@@ -45,6 +77,32 @@ pub fn run(cmd: MinerCommand) -> Result<()> {
         .build()
         .context("starting the async runtime")?;
     match cmd {
+        MinerCommand::Train {
+            model,
+            chunk,
+            local_batch_size,
+            memory_budget,
+            seq_len,
+            miner,
+            shard,
+            window,
+            out,
+        } => train(&TrainArgs {
+            model,
+            chunk,
+            local_batch_size,
+            memory_budget,
+            seq_len,
+            info: r3mes_miner::UpdateInfo {
+                miner_id: miner,
+                data_shard_id: shard,
+                window_id: window,
+                timestamp: std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs() as i64),
+            },
+            out,
+        }),
         MinerCommand::Respond {
             from,
             node,
@@ -79,4 +137,64 @@ pub fn run(cmd: MinerCommand) -> Result<()> {
             Ok(())
         }),
     }
+}
+
+struct TrainArgs {
+    model: PathBuf,
+    chunk: PathBuf,
+    local_batch_size: Option<usize>,
+    memory_budget: Option<u64>,
+    seq_len: usize,
+    info: r3mes_miner::UpdateInfo,
+    out: PathBuf,
+}
+
+/// One chunk through the `ChunkProcessor`; the gradient of the whole chunk
+/// whatever the micro-batch size.
+fn train(args: &TrainArgs) -> Result<()> {
+    let backbone = r3mes_miner::Backbone::load_file(&args.model.join("model.safetensors"))
+        .with_context(|| format!("loading the backbone of {}", args.model.display()))?;
+    let lora = r3mes_miner::LoraAdapters::load_file(
+        &args.model.join("adapters.safetensors"),
+        backbone.config(),
+    )
+    .with_context(|| format!("loading the adapters of {}", args.model.display()))?;
+    let model = r3mes_miner::Model::new(backbone, lora)?;
+    let bytes =
+        std::fs::read(&args.chunk).with_context(|| format!("reading {}", args.chunk.display()))?;
+    let chunk =
+        r3mes_dataset::decode_chunk(&bytes).with_context(|| format!("{}", args.chunk.display()))?;
+    let tokens: Vec<u32> = chunk.tokens().iter().map(|t| u32::from(*t)).collect();
+    let processor = match (args.local_batch_size, args.memory_budget) {
+        (Some(b), _) => r3mes_miner::ChunkProcessor::new(args.seq_len, b)?,
+        (None, Some(mb)) => r3mes_miner::ChunkProcessor::with_memory_budget(
+            model.backbone().config(),
+            args.seq_len,
+            mb,
+        )?,
+        (None, None) => r3mes_miner::ChunkProcessor::new(args.seq_len, 1)?,
+    };
+    let started = std::time::Instant::now();
+    let result = processor.process_chunk(&model, &tokens, Some(chunk.mask()))?;
+    let seconds = started.elapsed().as_secs_f64();
+    let update = result.to_update(model.backbone().hash(), &args.info);
+    let file = r3mes_tensor::encode(
+        &update.to_gradient(r3mes_tensor::Format::Protobuf)?,
+        r3mes_tensor::Format::Protobuf,
+    )?;
+    std::fs::write(&args.out, &file).with_context(|| format!("writing {}", args.out.display()))?;
+    println!(
+        "{}",
+        serde_json::json!({
+            "out": args.out,
+            "loss": result.loss,
+            "target_tokens": result.target_tokens,
+            "micro_batches": result.micro_batches,
+            "local_batch_size": processor.local_batch_size(),
+            "seconds": seconds,
+            "bytes": file.len(),
+            "backbone_hash": model.backbone().hash(),
+        })
+    );
+    Ok(())
 }
