@@ -118,14 +118,7 @@ pub fn run(command: FilesCommand) -> Result<()> {
                 Backend::Remote(client, rt) => rt.block_on(client.files_stat(&path))?,
             };
             if json {
-                let v = serde_json::json!({
-                    "Hash": stat.hash.to_string(),
-                    "Size": stat.size,
-                    "CumulativeSize": stat.cumulative_size,
-                    "Blocks": stat.blocks,
-                    "Type": stat.kind.as_str(),
-                });
-                writeln!(out, "{v}")?;
+                writeln!(out, "{}", serde_json::to_string(&stat)?)?;
             } else {
                 writeln!(out, "{}", stat.hash)?;
                 writeln!(out, "Size: {}", stat.size)?;

@@ -305,18 +305,39 @@ impl EntryKind {
 }
 
 /// What `files stat` reports of a node, computed from its block alone.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Serializes as Kubo's `files/stat` JSON answer
+/// (`{"Hash","Size","CumulativeSize","Blocks","Type"}`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct NodeStat {
     /// The node's CID.
+    #[serde(rename = "Hash", serialize_with = "as_text")]
     pub hash: Cid,
     /// Content size of a file (UnixFS `filesize`, or the raw block's size); 0 for directories.
+    #[serde(rename = "Size")]
     pub size: u64,
     /// Block size plus the `Tsize` of every link.
+    #[serde(rename = "CumulativeSize")]
     pub cumulative_size: u64,
     /// Number of links.
+    #[serde(rename = "Blocks")]
     pub blocks: u64,
     /// File or directory.
+    #[serde(rename = "Type", serialize_with = "as_text")]
     pub kind: EntryKind,
+}
+
+impl std::fmt::Display for EntryKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Serializes a value as its `Display` text (a CID, an entry kind).
+fn as_text<T: std::fmt::Display, S: serde::Serializer>(
+    value: &T,
+    serializer: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    serializer.collect_str(value)
 }
 
 /// Stats a node from its block, as Kubo's `files stat` does. Symlinks and

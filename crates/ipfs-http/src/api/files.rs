@@ -149,21 +149,6 @@ pub async fn mv(State(repo): State<Repo>, RawQuery(query): RawQuery) -> ApiResul
     Ok(done())
 }
 
-/// Kubo's `files/stat` answer.
-#[derive(Debug, Serialize)]
-struct StatAnswer {
-    #[serde(rename = "Hash")]
-    hash: String,
-    #[serde(rename = "Size")]
-    size: u64,
-    #[serde(rename = "CumulativeSize")]
-    cumulative_size: u64,
-    #[serde(rename = "Blocks")]
-    blocks: u64,
-    #[serde(rename = "Type")]
-    kind: &'static str,
-}
-
 /// `files/stat?arg=<path>`. `format`, `hash` and `size` shape Kubo's text
 /// output only and are accepted; `with-local` is not supported.
 pub async fn stat(State(repo): State<Repo>, RawQuery(query): RawQuery) -> ApiResult {
@@ -176,16 +161,7 @@ pub async fn stat(State(repo): State<Repo>, RawQuery(query): RawQuery) -> ApiRes
         ));
     }
     let stat = run("files/stat", &repo, move |mfs| mfs.stat(&path)).await?;
-    json(
-        "files/stat",
-        &StatAnswer {
-            hash: stat.hash.to_string(),
-            size: stat.size,
-            cumulative_size: stat.cumulative_size,
-            blocks: stat.blocks,
-            kind: stat.kind.as_str(),
-        },
-    )
+    json("files/stat", &stat)
 }
 
 /// One entry of Kubo's `files/ls` answer.
