@@ -501,12 +501,13 @@ fn daemon(args: DaemonArgs) -> Result<()> {
     let config = r3mes_ipfs_http::DaemonConfig::loopback(args.api_port, args.gateway_port);
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async {
+        let signals = r3mes_ipfs_http::ShutdownSignals::install()?;
         let handle = r3mes_ipfs_http::Daemon::start(repo, config).await?;
         println!("repo: {}", target.repo_dir().display());
         println!("RPC API server listening on {}", handle.api_multiaddr());
         println!("Gateway server listening on {}", handle.gateway_url());
         println!("Daemon is ready");
-        handle.run_until_signal().await?;
+        handle.run_until_signal(signals).await?;
         anyhow::Ok(())
     })
 }

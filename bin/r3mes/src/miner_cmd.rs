@@ -14,6 +14,7 @@ use anyhow::{Context, Result};
 use clap::Subcommand;
 use r3mes_client::{NodeClient, Responder};
 use r3mes_ipfs::ContentStore;
+use r3mes_ipfs_http::ShutdownSignals;
 use r3mes_kubo::KuboClient;
 use r3mes_node::home::Home;
 use r3mes_node::keyring::Keyring;
@@ -122,12 +123,10 @@ pub fn run(cmd: MinerCommand) -> Result<()> {
                 "answering the challenges of {} from {api} (Ctrl-C stops)",
                 responder.address()
             );
+            let mut signals = ShutdownSignals::install()?;
             let report = responder
                 .run(Duration::from_millis(interval_ms.max(10)), async {
-                    if let Err(e) = crate::node_cmd::shutdown_signal().await {
-                        tracing::warn!("waiting for a signal: {e}");
-                        std::future::pending::<()>().await;
-                    }
+                    signals.recv().await;
                 })
                 .await;
             println!(

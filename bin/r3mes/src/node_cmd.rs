@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
+use r3mes_ipfs_http::ShutdownSignals;
 use r3mes_node::config::{IpfsConfig, NodeConfig};
 use r3mes_node::home::Home;
 use r3mes_node::init::{InitOptions, init};
@@ -167,12 +168,16 @@ fn run_abci(home: &Home, addr: SocketAddr) -> Result<()> {
         std::net::TcpListener::bind(addr).with_context(|| format!("binding ABCI on {addr}"))?;
     let server = r3mes_abci::Server::start(listener, Arc::new(Mutex::new(app)))
         .context("starting the ABCI server")?;
-    println!("ABCI listening on {}", server.local_addr());
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    let reason = runtime.block_on(shutdown_signal())?;
+    let mut signals = {
+        let _entered = runtime.enter();
+        ShutdownSignals::install()?
+    };
+    println!("ABCI listening on {}", server.local_addr());
+    let reason = runtime.block_on(signals.recv());
     eprintln!("stopping the ABCI server ({reason})");
     server.stop();
     Ok(())
@@ -236,6 +241,7 @@ fn run_start(args: StartArgs) -> Result<()> {
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(async {
+        let mut signals = ShutdownSignals::install()?;
         let node = r3mes_node::node::start(&home, config)
             .await
             .context("starting the node")?;
@@ -253,24 +259,11 @@ fn run_start(args: StartArgs) -> Result<()> {
             ),
         }
         let reason = tokio::select! {
-            r = shutdown_signal() => r?,
+            name = signals.recv() => name,
             () = node.stopped() => "a fatal error",
         };
         eprintln!("stopping the node ({reason})");
         node.shutdown().await.context("stopping the node")?;
         anyhow::Ok(())
     })
-}
-
-/// Resolves on SIGINT or SIGTERM with the signal's name.
-pub(crate) async fn shutdown_signal() -> Result<&'static str> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    tokio::select! {
-        r = tokio::signal::ctrl_c() => {
-            r.context("waiting for SIGINT")?;
-            Ok("SIGINT")
-        }
-        _ = term.recv() => Ok("SIGTERM"),
-    }
 }

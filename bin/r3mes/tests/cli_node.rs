@@ -122,13 +122,14 @@ fn start_with_init_makes_a_missing_home_and_without_it_says_so() {
         .spawn()
         .expect("spawn");
     let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("read");
+    // The reader lives until the process has exited, so its stdout stays open.
+    let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+    stdout.read_line(&mut line).expect("read");
     let _ = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status();
     let status = child.wait().expect("wait");
+    drop(stdout);
     assert!(line.starts_with("node started: gRPC "), "{line:?}");
     assert!(status.success(), "SIGTERM stops it cleanly");
     for file in ["config.json", "genesis.json"] {

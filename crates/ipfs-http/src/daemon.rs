@@ -241,14 +241,11 @@ impl DaemonHandle {
         self.finish().await
     }
 
-    /// Serves until SIGINT (Ctrl-C) or SIGTERM, or until a server fails; then
+    /// Serves until one of `signals` arrives, or until a server fails; then
     /// shuts down as [`DaemonHandle::shutdown`] does.
-    pub async fn run_until_signal(self) -> Result<()> {
-        let signal = shutdown_signal();
-        tokio::pin!(signal);
+    pub async fn run_until_signal(self, mut signals: ShutdownSignals) -> Result<()> {
         tokio::select! {
-            outcome = &mut signal => {
-                let name = outcome?;
+            name = signals.recv() => {
                 tracing::info!("received {name}, shutting down the IPFS daemon");
             }
             () = self.token.cancelled() => {}
@@ -316,22 +313,50 @@ impl Drop for DaemonHandle {
     }
 }
 
-/// Waits for SIGINT or SIGTERM (Ctrl-C elsewhere); returns the signal's name.
-async fn shutdown_signal() -> Result<&'static str> {
+/// SIGINT and SIGTERM handlers, installed when this is made: a process that
+/// prints "ready" after installing them cannot be killed by a signal sent
+/// right after reading that line (the default action would end it with no
+/// clean shutdown).
+pub struct ShutdownSignals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut term = signal(SignalKind::terminate()).map_err(Error::Signal)?;
-        let mut int = signal(SignalKind::interrupt()).map_err(Error::Signal)?;
-        tokio::select! {
-            _ = term.recv() => Ok("SIGTERM"),
-            _ = int.recv() => Ok("SIGINT"),
+    term: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    int: tokio::signal::unix::Signal,
+}
+
+impl ShutdownSignals {
+    /// Installs the handlers. Must run inside a Tokio runtime.
+    pub fn install() -> Result<Self> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Ok(Self {
+                term: signal(SignalKind::terminate()).map_err(Error::Signal)?,
+                int: signal(SignalKind::interrupt()).map_err(Error::Signal)?,
+            })
+        }
+        #[cfg(not(unix))]
+        {
+            Ok(Self {})
         }
     }
-    #[cfg(not(unix))]
-    {
-        tokio::signal::ctrl_c().await.map_err(Error::Signal)?;
-        Ok("Ctrl-C")
+
+    /// Resolves with the signal's name when one arrives.
+    pub async fn recv(&mut self) -> &'static str {
+        #[cfg(unix)]
+        {
+            tokio::select! {
+                _ = self.term.recv() => "SIGTERM",
+                _ = self.int.recv() => "SIGINT",
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            match tokio::signal::ctrl_c().await {
+                Ok(()) => "Ctrl-C",
+                Err(_) => std::future::pending().await,
+            }
+        }
     }
 }
 

@@ -32,7 +32,7 @@ pub mod gateway;
 pub mod query;
 mod stream;
 
-pub use daemon::{Daemon, DaemonConfig, DaemonHandle};
+pub use daemon::{Daemon, DaemonConfig, DaemonHandle, ShutdownSignals};
 pub use error::{Error, Result};
 
 /// Default port of the RPC API (Kubo's).
