@@ -52,8 +52,8 @@ use crate::proto::{
 use crate::staking::{slash_account, slash_pin_stake, stored_amount};
 use crate::state::Key;
 use crate::tables::{
-    CHALLENGE, CHALLENGE_BY_TARGET, CHALLENGE_DEADLINE, ExpiryKind, get_record, hex_lower,
-    parse_hex, put_record, schedule_expiry,
+    CHALLENGE, CHALLENGE_BY_CONTENT, CHALLENGE_BY_TARGET, CHALLENGE_DEADLINE, ExpiryKind,
+    get_record, hex_lower, parse_hex, put_record, schedule_expiry,
 };
 use crate::{Error, Result};
 
@@ -69,6 +69,12 @@ fn deadline_key(deadline: u64, id: &[u8]) -> Key {
 /// The prefix of `target`'s pending challenges.
 pub fn by_target_prefix(target: &Address) -> Key {
     Key::new(CHALLENGE_BY_TARGET).tail(target.as_bytes())
+}
+
+/// The marker of challenge `id` of content `cid_bytes`. CID bytes are
+/// self-delimiting, so one CID's markers never share a prefix with another's.
+pub fn by_content_key(cid_bytes: &[u8], id: &[u8]) -> Key {
+    Key::new(CHALLENGE_BY_CONTENT).tail(cid_bytes).tail(id)
 }
 
 fn by_target_key(target: &[u8], id: &[u8]) -> Key {
@@ -148,6 +154,7 @@ fn create(
     put_record(store, &key, &record);
     store.put(deadline_key(deadline, &id).as_bytes(), &[]);
     store.put(by_target_key(target.as_bytes(), &id).as_bytes(), &[]);
+    store.put(by_content_key(cid_bytes, &id).as_bytes(), &[]);
     emit(
         events,
         event::Kind::ChallengeIssued(EvChallengeIssued {
@@ -452,6 +459,26 @@ fn sample(store: &mut impl Store, ctx: &Ctx<'_>, events: &mut Events) -> Result<
         )?;
     }
     Ok(())
+}
+
+/// Every challenge of content `cid_bytes` still stored (pending, or closed
+/// less than `retention_trace_blocks` ago; at most `limit`), in id order.
+pub fn of_content(
+    store: &impl StoreRead,
+    cid_bytes: &[u8],
+    limit: usize,
+) -> Result<Vec<Challenge>> {
+    let prefix = Key::new(CHALLENGE_BY_CONTENT).tail(cid_bytes);
+    let mut out = Vec::new();
+    for (key, _) in store.scan_prefix(prefix.as_bytes(), limit)? {
+        let id: [u8; 32] = key[prefix.as_bytes().len()..]
+            .try_into()
+            .map_err(|_| Error::Store("challenge marker id is not 32 bytes".into()))?;
+        if let Some(c) = get_challenge(store, &id)? {
+            out.push(c);
+        }
+    }
+    Ok(out)
 }
 
 /// Pending challenges of `target` (at most `limit`), oldest id order.

@@ -21,7 +21,7 @@ use crate::accounts::{Store, StoreRead};
 use crate::exec::{Ctx, Events, cid_text, emit, parse_cid};
 use crate::models::{model_cids, model_key, trace_key};
 use crate::proto::{
-    ComputationTrace, EvRecordExpired, EvUnpin, ModelVersion, ProofOfReplication, event,
+    Challenge, ComputationTrace, EvRecordExpired, EvUnpin, ModelVersion, ProofOfReplication, event,
 };
 use crate::replicas::replica_key;
 use crate::state::Key;
@@ -214,8 +214,9 @@ fn remove(
         }
         ExpiryKind::Challenge => {
             let key = Key::new(CHALLENGE).tail(id);
-            if store.get(key.as_bytes())?.is_some() {
+            if let Some(c) = get_record::<Challenge>(store, &key)? {
                 store.delete(key.as_bytes());
+                store.delete(crate::challenges::by_content_key(&c.ipfs_hash, id).as_bytes());
                 expired(events, kind, hex_lower(id));
             }
         }

@@ -132,6 +132,12 @@ pub fn open_challenges(
     pending_for(store, target, limit)
 }
 
+/// Every stored challenge of content `cid` (pending and recently closed).
+pub fn challenges_of(store: &impl StoreRead, cid: &str, limit: usize) -> Result<Vec<Challenge>> {
+    let cid = crate::exec::parse_cid("content_cid", cid)?;
+    crate::challenges::of_content(store, &cid.to_bytes(), limit)
+}
+
 /// A dataset by CID text.
 pub fn dataset(store: &impl StoreRead, cid: &str) -> Result<Option<Dataset>> {
     let cid = crate::exec::parse_cid("dataset_hash", cid)?;

@@ -63,6 +63,8 @@ pub const CHALLENGE: u8 = 0x30;
 pub const CHALLENGE_DEADLINE: u8 = 0x31;
 /// Pending challenges by target.
 pub const CHALLENGE_BY_TARGET: u8 = 0x32;
+/// Challenges by content CID (markers, removed with the challenge).
+pub const CHALLENGE_BY_CONTENT: u8 = 0x33;
 /// Replicas by replica CID.
 pub const REPLICA: u8 = 0x40;
 /// Pins by content and pinner.

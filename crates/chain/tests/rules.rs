@@ -1033,6 +1033,23 @@ fn manual_gradient_challenge_answers() {
     let open = queries::open_challenges(chain.keeper.state(), &addr(2), 10).unwrap();
     assert_eq!(open.len(), 1);
     assert_eq!(hex_lower(&open[0].challenge_id), id);
+    let of_content = |chain: &Chain| {
+        queries::challenges_of(chain.keeper.state(), &cid.to_string(), 10)
+            .unwrap()
+            .iter()
+            .map(|c| (hex_lower(&c.challenge_id), c.status))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        of_content(&chain),
+        vec![(id.clone(), ChallengeStatus::Pending as i32)]
+    );
+    assert!(
+        queries::challenges_of(chain.keeper.state(), &cid_of(61).to_string(), 10)
+            .unwrap()
+            .is_empty()
+    );
+    assert!(queries::challenges_of(chain.keeper.state(), "not-a-cid", 10).is_err());
     assert!(
         queries::open_challenges(chain.keeper.state(), &addr(3), 10)
             .unwrap()
@@ -1081,6 +1098,10 @@ fn manual_gradient_challenge_answers() {
     assert_eq!(closed[0].status, ChallengeStatus::Resolved as i32);
     let c = challenge(&chain, &id);
     assert_eq!(c.status, ChallengeStatus::Resolved as i32);
+    assert_eq!(
+        of_content(&chain),
+        vec![(id.clone(), ChallengeStatus::Resolved as i32)]
+    );
     assert!(c.response_provided);
     assert_eq!(c.closed_height, h + 20);
     assert_eq!(
@@ -1109,6 +1130,7 @@ fn manual_gradient_challenge_answers() {
             .unwrap()
             .is_none()
     );
+    assert!(of_content(&chain).is_empty(), "the marker goes with it");
 }
 
 #[test]

@@ -190,6 +190,18 @@ impl Query for QueryService {
         Ok(Response::new(ChallengesResponse { challenges }))
     }
 
+    async fn content_challenges(
+        &self,
+        request: Request<ContentChallengesRequest>,
+    ) -> Reply<ChallengesResponse> {
+        let r = request.into_inner();
+        let n = limit(r.limit);
+        let challenges = self
+            .read(move |k| queries::challenges_of(k.state(), &r.content_cid, n))
+            .await?;
+        Ok(Response::new(ChallengesResponse { challenges }))
+    }
+
     async fn dataset(&self, request: Request<CidRequest>) -> Reply<DatasetResponse> {
         let cid = request.into_inner().cid;
         let c = cid.clone();
