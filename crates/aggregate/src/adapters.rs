@@ -198,7 +198,9 @@ impl AdapterFile {
             .cloned()
             .ok_or_else(|| Error::Adapters(format!("no {LORA_METADATA_KEY} metadata")))?;
         let mut precision = None;
-        let mut parts: BTreeMap<String, [Option<(Vec<usize>, Vec<f32>)>; 3]> = BTreeMap::new();
+        // Per layer id: lora_a, lora_b, alpha as (shape, values).
+        type Parts = [Option<(Vec<usize>, Vec<f32>)>; 3];
+        let mut parts: BTreeMap<String, Parts> = BTreeMap::new();
         for (name, view) in st.iter() {
             let (id, slot) = if let Some(id) = name.strip_suffix(".lora_a") {
                 (id, 0)
