@@ -1,6 +1,8 @@
 //! Aggregation end to end on small hand-made adapters: the token-weighted
 //! mean, the Adam step, exclusions, and byte-for-byte reproducibility.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::BTreeMap;
 
 use proptest::prelude::*;
