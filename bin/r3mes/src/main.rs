@@ -1,6 +1,7 @@
 //! The `r3mes` command line: parses arguments, calls the libraries, reports.
 //! Errors print as `error: <what failed>: <why>` with a non-zero exit code.
 
+mod aggregate_cmd;
 mod bench;
 mod bench_chain;
 mod bench_gradient;
@@ -53,6 +54,8 @@ enum Command {
     /// The model: init a small deterministic BitNet backbone with LoRA adapters, add and register it.
     #[command(subcommand)]
     Model(model_cmd::ModelCommand),
+    /// Aggregate a round's gradients into the next adapters version (token-weighted mean, Adam step).
+    Aggregate(aggregate_cmd::AggregateArgs),
     /// The miner's long-running roles: respond (answer availability challenges).
     #[command(subcommand)]
     Miner(miner_cmd::MinerCommand),
@@ -89,6 +92,7 @@ fn main() -> std::process::ExitCode {
         Command::Miner(cmd) => miner_cmd::run(cmd),
         Command::Dataset(cmd) => dataset_cmd::run(cmd),
         Command::Model(cmd) => model_cmd::run(cmd),
+        Command::Aggregate(args) => aggregate_cmd::run(args),
         Command::Query(args) => query_cmd::run(args),
         Command::Tx(args) => tx_cmd::run(args),
         Command::Verify(args) => verify::run_verify(args),

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use r3mes_chain::proto::{LoraAdapterRef, ModelVersion, MsgRegisterModel, tx_body};
-use r3mes_ipfs::{AddOptions, AddSource};
+use r3mes_client::aggregation::file_bytes;
 use r3mes_kubo::KuboClient;
 use r3mes_miner::{Backbone, BackboneConfig, LoraAdapters, LoraConfig};
 use sha2::{Digest, Sha256};
@@ -109,19 +109,19 @@ pub fn run(command: ModelCommand) -> Result<()> {
             .context("starting the async runtime")?;
         let root = format!("/models/v{}", args.version);
         let (backbone_dir, lora_file, metadata_file) = runtime.block_on(async {
-            file(
+            file_bytes(
                 &store,
                 backbone_bytes,
                 &format!("{root}/backbone/model.safetensors"),
             )
             .await?;
-            let lora_file = file(
+            let lora_file = file_bytes(
                 &store,
                 lora_bytes,
                 &format!("{root}/lora_adapters/adapters.safetensors"),
             )
             .await?;
-            let metadata_file = file(
+            let metadata_file = file_bytes(
                 &store,
                 metadata_bytes.clone(),
                 &format!("{root}/metadata.json"),
@@ -172,21 +172,4 @@ pub fn run(command: ModelCommand) -> Result<()> {
 
 fn write(path: &Path, bytes: &[u8]) -> Result<()> {
     std::fs::write(path, bytes).with_context(|| format!("writing {}", path.display()))
-}
-
-/// Adds `bytes` and files them at `path` in the MFS (replacing what was
-/// there); returns the file's CID.
-async fn file(store: &KuboClient, bytes: Vec<u8>, path: &str) -> Result<String> {
-    let added = store
-        .add(AddSource::Bytes(bytes.into()), &AddOptions::default())
-        .await
-        .with_context(|| format!("adding {path}"))?;
-    if store.files_stat(path).await.is_ok() {
-        store.files_rm(path, true, true).await?;
-    }
-    store
-        .files_cp(&format!("/ipfs/{}", added.cid), path, true)
-        .await
-        .with_context(|| format!("filing {path}"))?;
-    Ok(added.cid.to_string())
 }

@@ -11,6 +11,9 @@
 //! This crate holds no chain state and produces no blocks: everything it
 //! knows it asks the node.
 
+pub mod aggregation;
+pub mod content;
+pub mod models;
 pub mod node;
 pub mod responder;
 
@@ -57,6 +60,29 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
+    /// Content fetched from IPFS is missing, too large or not what its CID
+    /// names.
+    #[error("content {cid}: {reason}")]
+    Content {
+        /// The CID asked for.
+        cid: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Something the caller needs is not on chain (yet).
+    #[error("{0}")]
+    Missing(String),
+    /// Not possible before a height.
+    #[error("{what}")]
+    NotYet {
+        /// What and why.
+        what: String,
+        /// The height from which it is.
+        height: u64,
+    },
+    /// Aggregation refused its inputs.
+    #[error("aggregating: {0}")]
+    Aggregate(String),
     /// Signing failed.
     #[error("signing: {0}")]
     Sign(#[from] r3mes_chain::Error),

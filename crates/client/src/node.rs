@@ -13,14 +13,19 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use r3mes_chain::params::Params;
-use r3mes_chain::proto::{Challenge, Event, MsgSubmitGradient, TxBody, tx_body};
+use r3mes_chain::proto::{
+    Challenge, DataShard, Event, ModelVersion, MsgSubmitGradient, Round, StoredGradient, TxBody,
+    VerificationResult, tx_body,
+};
 use r3mes_chain::{Address, SecretKey, SignedTx};
 use r3mes_node::proto::msg_client::MsgClient;
 use r3mes_node::proto::query_client::QueryClient;
 use r3mes_node::proto::{
     AccountRequest, AccountResponse, BlockEvent, BroadcastMode, BroadcastTxRequest,
-    OpenChallengesRequest, ParamsRequest, StatusRequest, StatusResponse, SubmitGradientRequest,
-    SubmitGradientResponse, SubscribeEventsRequest, submit_gradient_request,
+    ContentChallengesRequest, GradientsByRoundRequest, ModelRequest, OpenChallengesRequest,
+    ParamsRequest, RoundRequest, ShardAssignmentRequest, ShardsRequest, StatusRequest,
+    StatusResponse, SubmitGradientRequest, SubmitGradientResponse, SubscribeEventsRequest,
+    VerificationsRequest, submit_gradient_request,
 };
 use tonic::transport::Channel;
 
@@ -110,6 +115,99 @@ impl NodeClient {
         Ok(answer
             .map_err(|s| Error::refused("Account", s))?
             .into_inner())
+    }
+
+    /// A round (the current one if `id` is `None`); `None` if the node has
+    /// no such round.
+    pub async fn round(&self, id: Option<u64>) -> Result<Option<Round>> {
+        let answer = self.query().round(RoundRequest { round_id: id }).await;
+        found("Round", answer.map(|r| r.into_inner().round))
+    }
+
+    /// The shard `AssignShard` gives `address` in round `round` (the current
+    /// one if `None`): `(round, shard, total shards)`.
+    pub async fn shard_assignment(
+        &self,
+        address: &Address,
+        round: Option<u64>,
+    ) -> Result<(u64, u64, u64)> {
+        let answer = self
+            .query()
+            .shard_assignment(ShardAssignmentRequest {
+                address: address.to_string(),
+                round_id: round,
+            })
+            .await
+            .map_err(|s| Error::refused("ShardAssignment", s))?
+            .into_inner();
+        Ok((answer.round_id, answer.shard_id, answer.total_shards))
+    }
+
+    /// The shard records of a dataset (at most 1000).
+    pub async fn shards(&self, dataset_cid: &str) -> Result<Vec<DataShard>> {
+        let answer = self
+            .query()
+            .shards(ShardsRequest {
+                dataset_cid: dataset_cid.to_owned(),
+                limit: 1000,
+            })
+            .await;
+        Ok(answer
+            .map_err(|s| Error::refused("Shards", s))?
+            .into_inner()
+            .shards)
+    }
+
+    /// A model version (the latest if `None`); `None` if there is none.
+    pub async fn model(&self, version: Option<u64>) -> Result<Option<ModelVersion>> {
+        let answer = self.query().model(ModelRequest { version }).await;
+        found("Model", answer.map(|r| r.into_inner().model))
+    }
+
+    /// The gradients stored for a round (at most 1000).
+    pub async fn gradients_in_round(&self, round: u64) -> Result<Vec<StoredGradient>> {
+        let answer = self
+            .query()
+            .gradients_by_round(GradientsByRoundRequest {
+                round_id: round,
+                miner: String::new(),
+                limit: 1000,
+            })
+            .await;
+        Ok(answer
+            .map_err(|s| Error::refused("GradientsByRound", s))?
+            .into_inner()
+            .gradients)
+    }
+
+    /// Every stored challenge of content `cid` (pending and recently closed).
+    pub async fn content_challenges(&self, cid: &str) -> Result<Vec<Challenge>> {
+        let answer = self
+            .query()
+            .content_challenges(ContentChallengesRequest {
+                content_cid: cid.to_owned(),
+                limit: 1000,
+            })
+            .await;
+        Ok(answer
+            .map_err(|s| Error::refused("ContentChallenges", s))?
+            .into_inner()
+            .challenges)
+    }
+
+    /// The verification results of a gradient.
+    pub async fn verifications(&self, cid: &str) -> Result<Vec<VerificationResult>> {
+        let answer = self
+            .query()
+            .verifications(VerificationsRequest {
+                gradient_cid: cid.to_owned(),
+                limit: 1000,
+            })
+            .await;
+        Ok(answer
+            .map_err(|s| Error::refused("Verifications", s))?
+            .into_inner()
+            .verifications)
     }
 
     /// The pending challenges targeting `address`, oldest first.
@@ -255,5 +353,17 @@ impl NodeClient {
     fn lock_for(&self, address: &Address) -> Arc<tokio::sync::Mutex<()>> {
         let mut locks = self.locks.lock().unwrap_or_else(PoisonError::into_inner);
         locks.entry(*address).or_default().clone()
+    }
+}
+
+/// A lookup's answer: `NotFound` is `None`, other refusals are errors.
+fn found<T>(
+    call: &'static str,
+    answer: std::result::Result<Option<T>, tonic::Status>,
+) -> Result<Option<T>> {
+    match answer {
+        Ok(value) => Ok(value),
+        Err(s) if s.code() == tonic::Code::NotFound => Ok(None),
+        Err(s) => Err(Error::refused(call, s)),
     }
 }

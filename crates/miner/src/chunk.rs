@@ -108,6 +108,55 @@ pub struct ChunkGradient {
 }
 
 impl ChunkGradient {
+    /// The mean of several chunks' gradients, every chunk weighing the same
+    /// (each is 2048 tokens on chain, which is how aggregation weighs a
+    /// gradient): element-wise mean of the adapters' gradients (summed in
+    /// f64, in the given order), mean loss, summed targets and
+    /// micro-batches. `None` for an empty list or chunks whose adapters
+    /// differ in names or sizes.
+    pub fn mean(chunks: &[ChunkGradient]) -> Option<ChunkGradient> {
+        let first = chunks.first()?;
+        let n = chunks.len() as f64;
+        let mut adapters = BTreeMap::new();
+        for (id, g0) in &first.adapters {
+            let mut a = vec![0.0f64; g0.grad_a.len()];
+            let mut b = vec![0.0f64; g0.grad_b.len()];
+            let mut alpha = 0.0f64;
+            for c in chunks {
+                let g = c.adapters.get(id)?;
+                if g.grad_a.len() != a.len() || g.grad_b.len() != b.len() {
+                    return None;
+                }
+                for (acc, v) in a.iter_mut().zip(&g.grad_a) {
+                    *acc += f64::from(*v);
+                }
+                for (acc, v) in b.iter_mut().zip(&g.grad_b) {
+                    *acc += f64::from(*v);
+                }
+                alpha += f64::from(g.grad_alpha);
+            }
+            let f32s = |v: Vec<f64>| v.into_iter().map(|x| (x / n) as f32).collect::<Vec<f32>>();
+            adapters.insert(
+                id.clone(),
+                LoRAAdapterGradient {
+                    grad_a: f32s(a),
+                    grad_b: f32s(b),
+                    grad_alpha: (alpha / n) as f32,
+                    ..g0.clone()
+                },
+            );
+        }
+        if chunks.iter().any(|c| c.adapters.len() != adapters.len()) {
+            return None;
+        }
+        Some(ChunkGradient {
+            loss: chunks.iter().map(|c| c.loss).sum::<f64>() / n,
+            target_tokens: chunks.iter().map(|c| c.target_tokens).sum(),
+            micro_batches: chunks.iter().map(|c| c.micro_batches).sum(),
+            adapters,
+        })
+    }
+
     /// The seed's `LoRAGradientUpdate`, ready for
     /// `to_gradient(Format::Protobuf)` and `r3mes_tensor::encode`.
     pub fn to_update(&self, backbone_hash: &str, info: &UpdateInfo) -> LoRAGradientUpdate {
