@@ -13,6 +13,7 @@ mod ipfs;
 mod ipfs_files;
 mod keys_cmd;
 mod miner_cmd;
+mod miner_run;
 mod model_cmd;
 mod node_cmd;
 mod query_cmd;
@@ -56,7 +57,7 @@ enum Command {
     Model(model_cmd::ModelCommand),
     /// Aggregate a round's gradients into the next adapters version (token-weighted mean, Adam step).
     Aggregate(aggregate_cmd::AggregateArgs),
-    /// The miner's long-running roles: respond (answer availability challenges).
+    /// The miner: run (the engine: train every round and submit), train (one chunk), respond (answer challenges).
     #[command(subcommand)]
     Miner(miner_cmd::MinerCommand),
     /// Read a node's records: status, params, balance, gradient(s), challenges, shard, round, dataset.

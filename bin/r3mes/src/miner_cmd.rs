@@ -51,6 +51,45 @@ pub enum MinerCommand {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Mine: every round fetch the assigned shard, train, submit the gradient, answer challenges.
+    Run {
+        /// Keyring key of the miner.
+        #[arg(long)]
+        from: String,
+        /// The node's gRPC address.
+        #[arg(long, default_value = "http://127.0.0.1:9090")]
+        node: String,
+        /// The IPFS RPC API the miner fetches from and adds to.
+        #[arg(long, alias = "ipfs-api", default_value = "http://127.0.0.1:5001")]
+        api: String,
+        /// Home whose keyring holds the key (default: $R3MES_HOME or ~/.r3mes).
+        #[arg(long)]
+        home: Option<PathBuf>,
+        /// Sequences per micro-batch (default: derived from --memory-budget, else 1).
+        #[arg(long, conflicts_with = "memory_budget")]
+        local_batch_size: Option<usize>,
+        /// Memory for activations, MiB, from which the micro-batch size is derived.
+        #[arg(long)]
+        memory_budget: Option<u64>,
+        /// Tokens per sequence (divides 2048).
+        #[arg(long, default_value_t = r3mes_miner::DEFAULT_SEQ_LEN)]
+        seq_len: usize,
+        /// Spool directory for computed gradients (default: HOME/miner/ADDRESS).
+        #[arg(long)]
+        spool: Option<PathBuf>,
+        /// Stop after this many submitted rounds (and their challenge windows).
+        #[arg(long)]
+        rounds: Option<u64>,
+        /// At most this many chunks of the shard per gradient.
+        #[arg(long)]
+        max_chunks: Option<usize>,
+        /// How often to look for a new round, ms.
+        #[arg(long, default_value_t = 500)]
+        poll_ms: u64,
+        /// Do not answer availability challenges (for a withholding miner in tests).
+        #[arg(long)]
+        no_respond: bool,
+    },
     /// Answer a key's availability challenges from an IPFS store until stopped.
     Respond {
         /// Keyring key of the miner.
@@ -103,6 +142,44 @@ pub fn run(cmd: MinerCommand) -> Result<()> {
                     .map_or(0, |d| d.as_secs() as i64),
             },
             out,
+        }),
+        MinerCommand::Run {
+            from,
+            node,
+            api,
+            home,
+            local_batch_size,
+            memory_budget,
+            seq_len,
+            spool,
+            rounds,
+            max_chunks,
+            poll_ms,
+            no_respond,
+        } => runtime.block_on(async move {
+            let home = Home::new(home.unwrap_or_else(Home::default_root));
+            let key = Keyring::new(home.keyring())
+                .secret(&from)
+                .with_context(|| format!("key {from:?} of {}", home.keyring().display()))?;
+            let spool = spool.unwrap_or_else(|| {
+                home.root()
+                    .join("miner")
+                    .join(key.public_key().address().to_string())
+            });
+            crate::miner_run::run(crate::miner_run::RunOptions {
+                key,
+                node,
+                api,
+                spool,
+                local_batch_size,
+                memory_budget,
+                seq_len,
+                rounds,
+                max_chunks,
+                poll: Duration::from_millis(poll_ms.max(10)),
+                respond: !no_respond,
+            })
+            .await
         }),
         MinerCommand::Respond {
             from,

@@ -570,7 +570,12 @@ async fn submit_gradient(
 /// Files the gradient `cid` in the store's MFS at the seed's
 /// `/gradients/window_{round}/miner_{address}` (replacing an earlier
 /// gradient of the same window); returns the path.
-async fn file_in_mfs(store: &KuboClient, cid: &Cid, round: u64, miner: &Address) -> Result<String> {
+pub(crate) async fn file_in_mfs(
+    store: &KuboClient,
+    cid: &Cid,
+    round: u64,
+    miner: &Address,
+) -> Result<String> {
     let path = GradientPath::Miner {
         window: round,
         miner: MinerAddress::new(miner.to_string())?,

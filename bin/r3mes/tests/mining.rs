@@ -1,0 +1,226 @@
+//! Issue 7's "done": miners train on a governance-approved dataset from a
+//! local node and its IPFS, their gradients land on chain and pass the
+//! availability challenges (every gradient is sampled here), the aggregate
+//! of a round becomes the adapters later rounds train from, and anyone
+//! recomputes the aggregate to the same bytes.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::path::Path;
+use std::process::{Child, Stdio};
+
+use common::{json, ok, r3mes};
+
+fn corpus() -> Vec<std::path::PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/corpus");
+    vec![
+        dir.join("declaration-of-independence.txt"),
+        dir.join("gettysburg-address.txt"),
+    ]
+}
+
+/// The network's setup: an approved dataset of the shipped corpus and a
+/// registered model version 1.
+fn set_up(home: &Path, node: &common::Node) {
+    let out = home.join("dataset");
+    let manifest = json(&ok(r3mes(home)
+        .args(["dataset", "build"])
+        .args(corpus())
+        .args(["--name", "corpus", "--chunks-per-shard", "3", "--json"])
+        .args(["--api", &node.ipfs, "--out"])
+        .arg(&out)
+        .output()
+        .unwrap()));
+    assert_eq!(manifest["shard_count"], 2, "{manifest}");
+    let hash = manifest["dataset_hash"].as_str().unwrap().to_owned();
+    ok(r3mes(home)
+        .args(["dataset", "propose"])
+        .arg(&out)
+        .args(["--from", "dev1", "--node", &node.url])
+        .output()
+        .unwrap());
+    ok(r3mes(home)
+        .args(["tx", "approve-dataset", "--from", "validator", &hash])
+        .args(["--node", &node.url])
+        .output()
+        .unwrap());
+    ok(r3mes(home)
+        .args([
+            "model", "init", "--layers", "2", "--dim", "64", "--heads", "4",
+        ])
+        .args(["--seed", "5", "--out"])
+        .arg(home.join("model"))
+        .args([
+            "--api",
+            &node.ipfs,
+            "--from",
+            "validator",
+            "--node",
+            &node.url,
+        ])
+        .output()
+        .unwrap());
+}
+
+fn miner(home: &Path, node: &common::Node, key: &str, rounds: u64) -> Child {
+    r3mes(home)
+        .args(["miner", "run", "--from", key, "--node", &node.url])
+        .args(["--api", &node.ipfs, "--rounds", &rounds.to_string()])
+        .args(["--max-chunks", "1", "--local-batch-size", "16"])
+        .args(["--poll-ms", "100"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Waits for a miner; returns its JSON lines and stderr.
+fn finish(child: Child) -> (Vec<serde_json::Value>, String) {
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "miner failed: {stderr}");
+    let lines = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(json)
+        .collect();
+    (lines, stderr)
+}
+
+#[test]
+fn miners_train_submit_answer_and_the_aggregate_becomes_the_next_adapters() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path();
+    common::init(home, 100, 2, |p| {
+        p["round_length"] = 100.into();
+        p["sample_rate_ppm"] = 1_000_000.into();
+        p["pow_difficulty_bits"] = 8.into();
+    });
+    let node = common::start(home, &[]);
+    set_up(home, &node);
+
+    let a = miner(home, &node, "dev1", 3);
+    let b = miner(home, &node, "dev2", 3);
+    // The first round the miners train in is the first with the dataset.
+    let mut first = None;
+    for _ in 0..400 {
+        let round = json(&ok(r3mes(home)
+            .args(["query", "round", "--json", "--node", &node.url])
+            .output()
+            .unwrap()));
+        if round["dataset_hash"]
+            .as_str()
+            .is_some_and(|h| h.starts_with("Qm"))
+        {
+            first = round["round_id"].as_u64();
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let first = first.expect("a round with the dataset starts");
+    // Aggregate it as soon as its challenges close, registering version 2.
+    let aggregated = json(&ok(r3mes(home)
+        .args(["aggregate", "--round", &first.to_string(), "--wait"])
+        .args(["--from", "validator", "--lr", "0.01"])
+        .args(["--node", &node.url, "--api", &node.ipfs])
+        .output()
+        .unwrap()));
+    let (lines_a, err_a) = finish(a);
+    let (lines_b, err_b) = finish(b);
+
+    // Every miner submitted 3 rounds, the first of them `first`.
+    for (lines, err) in [(&lines_a, &err_a), (&lines_b, &err_b)] {
+        let rounds: Vec<u64> = lines.iter().map(|l| l["round"].as_u64().unwrap()).collect();
+        assert_eq!(rounds.len(), 3, "{lines:?} {err}");
+        assert!(rounds.windows(2).all(|w| w[0] < w[1]), "{rounds:?}");
+        assert!(rounds[0] <= first + 1, "{rounds:?} vs {first}");
+        for l in lines {
+            assert_eq!(l["chunks"], 1);
+            assert!(l["loss"].as_f64().unwrap() > 0.0);
+            assert!(l["block_height"].as_u64().unwrap() > 0);
+        }
+        // Every gradient was challenged and every challenge answered.
+        assert!(err.contains("unanswered: 0, failed: 0"), "{err}");
+        assert!(!err.contains("challenges answered: 0,"), "{err}");
+    }
+    // The aggregate took both gradients of its round, weighted by tokens.
+    let in_round = lines_a
+        .iter()
+        .chain(&lines_b)
+        .filter(|l| l["round"] == first)
+        .count();
+    assert!(in_round >= 1);
+    assert_eq!(aggregated["contributions"], in_round, "{aggregated}");
+    assert_eq!(aggregated["excluded"].as_array().unwrap().len(), 0);
+    assert_eq!(aggregated["total_tokens"], in_round * 2048);
+    assert_eq!(aggregated["published"]["version"], 2);
+    let model = json(&ok(r3mes(home)
+        .args(["query", "model", "--json", "--node", &node.url])
+        .output()
+        .unwrap()));
+    assert_eq!(model["version"], 2);
+    assert_eq!(
+        model["training_state_hash"],
+        aggregated["published"]["training_state_cid"]
+    );
+    // A round that started after version 2 landed trained from it.
+    let registered = aggregated["published"]["registered_height"]
+        .as_u64()
+        .unwrap();
+    assert!(registered > 0);
+    let last_versions: Vec<u64> = lines_a
+        .iter()
+        .chain(&lines_b)
+        .map(|l| l["model_version"].as_u64().unwrap())
+        .collect();
+    assert!(
+        last_versions.contains(&2),
+        "no round trained from version 2: {last_versions:?}"
+    );
+    // The seed's layout in the MFS.
+    let listed = ok(r3mes(home)
+        .args(["ipfs", "files", "ls"])
+        .arg(format!("/gradients/window_{first}/aggregated"))
+        .args(["--api", &node.ipfs])
+        .output()
+        .unwrap());
+    assert_eq!(listed, "gradient.pb\nmanifest.json\n");
+    let listed = ok(r3mes(home)
+        .args(["ipfs", "files", "ls", "/models/v2/lora_adapters"])
+        .args(["--api", &node.ipfs])
+        .output()
+        .unwrap());
+    assert_eq!(listed, "adapters.safetensors\ntraining_state.safetensors\n");
+    // Anyone recomputes the aggregate of that round to the same bytes.
+    let again = json(&ok(r3mes(home)
+        .args(["aggregate", "--round", &first.to_string(), "--dry-run"])
+        .args(["--lr", "0.01", "--node", &node.url, "--api", &node.ipfs])
+        .output()
+        .unwrap()));
+    for key in ["gradient_sha256", "adapters_sha256", "state_sha256"] {
+        assert_eq!(again[key], aggregated[key], "{key}");
+    }
+    // Nothing is left in the spools.
+    for key in ["dev1", "dev2"] {
+        let address = ok(r3mes(home).args(["keys", "show", key]).output().unwrap());
+        let address = address
+            .lines()
+            .find_map(|l| l.strip_prefix("address:"))
+            .unwrap()
+            .trim()
+            .to_owned();
+        let spool = home.join("miner").join(&address);
+        let pending = std::fs::read_dir(&spool)
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .path()
+                    .extension()
+                    .is_some_and(|x| x == "json")
+            })
+            .count();
+        assert_eq!(pending, 0, "{}", spool.display());
+    }
+}
