@@ -549,7 +549,23 @@ impl Engine {
             }),
             pow_nonce,
         };
-        let answer = client.submit_gradient(&self.options.key, msg).await?;
+        let answer = match client.submit_gradient(&self.options.key, msg).await {
+            Ok(answer) => answer,
+            Err(e) => {
+                // A node that died after committing but before answering
+                // holds it already: that is a success.
+                match client.gradient(&added.cid.to_string()).await {
+                    Ok(Some(g)) if g.miner == self.address.as_bytes() => {
+                        r3mes_node::proto::SubmitGradientResponse {
+                            ipfs_hash: added.cid.to_string(),
+                            block_height: g.block_height,
+                            ..Default::default()
+                        }
+                    }
+                    _ => return Err(e.into()),
+                }
+            }
+        };
         self.spool.mark_submitted(entry.round)?;
         self.spool.remove(entry.round);
         let acked_ms = std::time::SystemTime::now()

@@ -224,3 +224,92 @@ fn miners_train_submit_answer_and_the_aggregate_becomes_the_next_adapters() {
         assert_eq!(pending, 0, "{}", spool.display());
     }
 }
+
+/// A free local port (bound and released).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn a_gradient_computed_while_the_node_dies_is_spooled_and_submitted_when_it_is_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path();
+    // Fixed ports: the restarted node must be where the miner looks.
+    let grpc = format!("127.0.0.1:{}", free_port());
+    let ipfs = format!("127.0.0.1:{}", free_port());
+    ok(r3mes(home)
+        .args([
+            "node",
+            "init",
+            "--block-time-ms",
+            "100",
+            "--dev-accounts",
+            "1",
+        ])
+        .args(["--grpc-addr", &grpc, "--ipfs-api-addr", &ipfs])
+        .args([
+            "--metrics-addr",
+            "127.0.0.1:0",
+            "--gateway-addr",
+            "127.0.0.1:0",
+        ])
+        .output()
+        .unwrap());
+    let genesis = home.join("genesis.json");
+    let mut g = json(&std::fs::read_to_string(&genesis).unwrap());
+    g["params"]["round_length"] = 150.into();
+    g["params"]["pow_difficulty_bits"] = 8.into();
+    std::fs::write(&genesis, g.to_string()).unwrap();
+    let node = common::start(home, &[]);
+    set_up(home, &node);
+    let miner = miner(home, &node, "dev1", 1);
+    let address = ok(r3mes(home).args(["keys", "show", "dev1"]).output().unwrap());
+    let address = address
+        .lines()
+        .find_map(|l| l.strip_prefix("address:"))
+        .unwrap()
+        .trim()
+        .to_owned();
+    let spool = home.join("miner").join(address);
+    // The moment the gradient is spooled, the node (and its IPFS) dies.
+    let spooled = (0..60_000).find(|_| {
+        let found = std::fs::read_dir(&spool).is_ok_and(|d| {
+            d.filter_map(Result::ok)
+                .any(|e| e.path().extension().is_some_and(|x| x == "json"))
+        });
+        if !found {
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        found
+    });
+    assert!(spooled.is_some(), "the miner never spooled a gradient");
+    let mut process = node.process;
+    let _ = process.0.kill();
+    let _ = process.0.wait();
+    std::mem::forget(process);
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let node = common::start(home, &[]);
+    assert_eq!(node.url, format!("http://{grpc}"));
+    let (lines, err) = finish(miner);
+    assert_eq!(lines.len(), 1, "{err}");
+    let cid = lines[0]["ipfs_hash"].as_str().unwrap();
+    let stored = json(&ok(r3mes(home)
+        .args(["query", "gradient", cid, "--json", "--node", &node.url])
+        .output()
+        .unwrap()));
+    assert_eq!(
+        stored["metadata"]["round_id"], lines[0]["round"],
+        "{stored}"
+    );
+    assert!(
+        !std::fs::read_dir(&spool)
+            .unwrap()
+            .filter_map(Result::ok)
+            .any(|e| e.path().extension().is_some_and(|x| x == "json")),
+        "the spool is empty once submitted"
+    );
+}

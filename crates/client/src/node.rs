@@ -21,7 +21,7 @@ use r3mes_chain::{Address, SecretKey, SignedTx};
 use r3mes_node::proto::msg_client::MsgClient;
 use r3mes_node::proto::query_client::QueryClient;
 use r3mes_node::proto::{
-    AccountRequest, AccountResponse, BlockEvent, BroadcastMode, BroadcastTxRequest,
+    AccountRequest, AccountResponse, BlockEvent, BroadcastMode, BroadcastTxRequest, CidRequest,
     ContentChallengesRequest, GradientsByRoundRequest, ModelRequest, OpenChallengesRequest,
     ParamsRequest, RoundRequest, ShardAssignmentRequest, ShardsRequest, StatusRequest,
     StatusResponse, SubmitGradientRequest, SubmitGradientResponse, SubscribeEventsRequest,
@@ -162,6 +162,17 @@ impl NodeClient {
     pub async fn model(&self, version: Option<u64>) -> Result<Option<ModelVersion>> {
         let answer = self.query().model(ModelRequest { version }).await;
         found("Model", answer.map(|r| r.into_inner().model))
+    }
+
+    /// A stored gradient by CID; `None` if the chain does not hold it.
+    pub async fn gradient(&self, cid: &str) -> Result<Option<StoredGradient>> {
+        let answer = self
+            .query()
+            .gradient(CidRequest {
+                cid: cid.to_owned(),
+            })
+            .await;
+        found("Gradient", answer.map(|r| r.into_inner().gradient))
     }
 
     /// The gradients stored for a round (at most 1000).
