@@ -20,6 +20,8 @@ pub enum BenchCommand {
     Verify(crate::bench_verify::VerifyBench),
     /// A node under load: concurrent clients submitting signed gradients, tx/s, latency to inclusion, node memory.
     Submit(crate::bench_submit::SubmitBench),
+    /// The miner end to end on a local node: chunk received to gradient acknowledged, training vs submission.
+    Miner(crate::bench_miner::MinerBench),
 }
 
 #[derive(Args)]
@@ -63,6 +65,7 @@ pub fn run_bench(command: BenchCommand) -> Result<()> {
         BenchCommand::Chain(args) => crate::bench_chain::run(args),
         BenchCommand::Verify(args) => crate::bench_verify::run(args),
         BenchCommand::Submit(args) => crate::bench_submit::run(args),
+        BenchCommand::Miner(args) => crate::bench_miner::run(args),
     }
 }
 

@@ -5,6 +5,7 @@ mod aggregate_cmd;
 mod bench;
 mod bench_chain;
 mod bench_gradient;
+mod bench_miner;
 mod bench_submit;
 mod bench_verify;
 mod dataset_cmd;

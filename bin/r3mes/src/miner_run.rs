@@ -66,8 +66,11 @@ struct SpoolEntry {
     loss: f64,
     model_version: u64,
     tokens_per_second: f64,
-    /// Seconds since the Unix epoch when the chunks were in hand.
+    /// Unix time (ms) when the chunks were in hand.
     received_unix_ms: u64,
+    /// Unix time (ms) when the gradient was spooled.
+    #[serde(default)]
+    spooled_unix_ms: u64,
 }
 
 /// The spool: `round_R.pb` + `round_R.json` per pending gradient,
@@ -427,9 +430,7 @@ impl Engine {
             chunks.push((*id, e.cid.to_string(), chunk));
         }
         let received = Instant::now();
-        let received_unix_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
+        let received_unix_ms = unix_ms();
         let (version, model) = self.load_model(client, round).await?;
         let processor = match (self.options.local_batch_size, self.options.memory_budget) {
             (Some(b), _) => ChunkProcessor::new(self.options.seq_len, b)?,
@@ -501,6 +502,7 @@ impl Engine {
             model_version: version,
             tokens_per_second,
             received_unix_ms,
+            spooled_unix_ms: unix_ms(),
         };
         self.spool.put(&entry, &bytes)?;
         tracing::debug!("round {round_id}: trained in {:?}", received.elapsed());
@@ -568,9 +570,7 @@ impl Engine {
         };
         self.spool.mark_submitted(entry.round)?;
         self.spool.remove(entry.round);
-        let acked_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
+        let acked_ms = unix_ms();
         println!(
             "{}",
             serde_json::json!({
@@ -583,6 +583,8 @@ impl Engine {
                 "ipfs_hash": answer.ipfs_hash,
                 "block_height": answer.block_height,
                 "chunk_to_ack_seconds": acked_ms.saturating_sub(entry.received_unix_ms) as f64 / 1000.0,
+                "train_seconds": entry.spooled_unix_ms.saturating_sub(entry.received_unix_ms) as f64 / 1000.0,
+                "submit_seconds": acked_ms.saturating_sub(entry.spooled_unix_ms) as f64 / 1000.0,
             })
         );
         Ok(answer.block_height)
@@ -601,6 +603,12 @@ impl Engine {
             tokio::time::sleep(self.options.poll).await;
         }
     }
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 fn progress(len: u64, round: u64) -> Option<indicatif::ProgressBar> {
