@@ -5,6 +5,10 @@
 //! `/models/vV/`, and with `--from` registered as model version `V` so the
 //! next round trains from it. `--dry-run` only computes and prints the
 //! hashes: anyone can check a published aggregate that way.
+//!
+//! [`role`] is the same as a loop the node runs with `--aggregate-as KEY`:
+//! every round, once its challenges have closed, is aggregated and
+//! registered (a round without usable gradients is skipped, and logged).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -114,4 +118,53 @@ pub fn run(args: AggregateArgs) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&report)?);
         anyhow::Ok(())
     })
+}
+
+/// The aggregator role: aggregates rounds in order, from the one after the
+/// newest registered aggregate, forever. Errors are logged and retried.
+pub async fn role(node: String, api: String, key: r3mes_chain::SecretKey, adam: AdamConfig) {
+    let pause = Duration::from_millis(500);
+    let (client, store) = loop {
+        match (NodeClient::connect(&node).await, KuboClient::new(&api)) {
+            (Ok(c), Ok(s)) => break (c, s),
+            (Err(e), _) => tracing::warn!("aggregator: connecting to {node}: {e}"),
+            (_, Err(e)) => tracing::warn!("aggregator: IPFS API {api}: {e}"),
+        }
+        tokio::time::sleep(pause).await;
+    };
+    let mut next = loop {
+        match r3mes_client::aggregation::last_aggregated_round(&client, &store).await {
+            Ok(last) => break last.map_or(1, |r| r + 1),
+            Err(r3mes_client::Error::Missing(_)) => break 1,
+            Err(e) => tracing::warn!("aggregator: reading the newest model: {e}"),
+        }
+        tokio::time::sleep(pause).await;
+    };
+    loop {
+        match compute(&client, &store, next, adam).await {
+            Ok(computed) => match publish(&client, &store, Some(&key), &computed).await {
+                Ok(p) => {
+                    tracing::info!(
+                        "aggregator: round {next} ({} gradients) registered as model version {}",
+                        computed.aggregate.manifest.contributions.len(),
+                        p.version
+                    );
+                    next += 1;
+                }
+                Err(e) => tracing::warn!("aggregator: publishing round {next}: {e}"),
+            },
+            Err(r3mes_client::Error::NotYet { .. }) => {}
+            Err(r3mes_client::Error::Missing(why))
+                if client.round(Some(next)).await.ok().flatten().is_none() =>
+            {
+                tracing::debug!("aggregator: {why}");
+            }
+            Err(e) => {
+                // Nothing usable in this round (or no model yet): move on.
+                tracing::info!("aggregator: skipping round {next}: {e}");
+                next += 1;
+            }
+        }
+        tokio::time::sleep(pause).await;
+    }
 }

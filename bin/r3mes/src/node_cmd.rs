@@ -93,6 +93,15 @@ pub struct StartArgs {
     /// `validator`).
     #[arg(long, value_name = "KEY")]
     verify_as: Option<String>,
+    /// Run the aggregator role: aggregate every round once its challenges
+    /// close and register the result as the next model version, signed by
+    /// this validator key (needs the embedded IPFS API or --ipfs-api).
+    #[arg(long, value_name = "KEY")]
+    aggregate_as: Option<String>,
+    /// Adam's learning rate for the aggregator when the model has no
+    /// training state yet.
+    #[arg(long, default_value_t = r3mes_aggregate::AdamConfig::default().lr)]
+    aggregate_lr: f64,
     /// Serve the keeper to CometBFT over ABCI at this address (such as
     /// 127.0.0.1:26658) instead of producing blocks: CometBFT's genesis
     /// carries the keeper's genesis JSON as `app_state`.
@@ -217,7 +226,7 @@ fn run_start(args: StartArgs) -> Result<()> {
     }
     let config = NodeConfig::load(&home.config())
         .with_context(|| format!("loading the config of {}", home.root().display()))?;
-    let mut config = r3mes_node::node::with_ipfs_api(config, args.ipfs_api);
+    let mut config = r3mes_node::node::with_ipfs_api(config, args.ipfs_api.clone());
     if let Some(addr) = args.grpc_addr {
         config.grpc_addr = addr;
     }
@@ -258,10 +267,32 @@ fn run_start(args: StartArgs) -> Result<()> {
                 node.metrics_addr()
             ),
         }
+        let aggregator = match &args.aggregate_as {
+            Some(name) => {
+                let key = r3mes_node::keyring::Keyring::new(home.keyring())
+                    .secret(name)
+                    .with_context(|| format!("key {name:?} of {}", home.keyring().display()))?;
+                let ipfs = args
+                    .ipfs_api
+                    .clone()
+                    .or_else(|| node.ipfs_api_url())
+                    .context("--aggregate-as needs an IPFS RPC API: the embedded one served over HTTP, or --ipfs-api")?;
+                let url = format!("http://{}", node.grpc_addr());
+                let adam = r3mes_aggregate::AdamConfig {
+                    lr: args.aggregate_lr,
+                    ..r3mes_aggregate::AdamConfig::default()
+                };
+                Some(tokio::spawn(crate::aggregate_cmd::role(url, ipfs, key, adam)))
+            }
+            None => None,
+        };
         let reason = tokio::select! {
             name = signals.recv() => name,
             () = node.stopped() => "a fatal error",
         };
+        if let Some(task) = aggregator {
+            task.abort();
+        }
         eprintln!("stopping the node ({reason})");
         node.shutdown().await.context("stopping the node")?;
         anyhow::Ok(())
