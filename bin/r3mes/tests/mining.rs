@@ -113,7 +113,10 @@ fn miners_train_submit_answer_and_the_aggregate_becomes_the_next_adapters() {
             .args(["query", "round", "--json", "--node", &node.url])
             .output()
             .unwrap()));
-        if round["dataset_hash"].as_str().is_some_and(|h| h.starts_with("Qm")) {
+        if round["dataset_hash"]
+            .as_str()
+            .is_some_and(|h| h.starts_with("Qm"))
+        {
             first = round["round_id"].as_u64();
             break;
         }
@@ -122,7 +125,13 @@ fn miners_train_submit_answer_and_the_aggregate_becomes_the_next_adapters() {
     let first = first.expect("a round with the dataset starts");
     // Anyone recomputes that round's aggregate once its challenges close.
     let recomputed = json(&ok(r3mes(home)
-        .args(["aggregate", "--round", &first.to_string(), "--wait", "--dry-run"])
+        .args([
+            "aggregate",
+            "--round",
+            &first.to_string(),
+            "--wait",
+            "--dry-run",
+        ])
         .args(["--lr", "0.01", "--node", &node.url, "--api", &node.ipfs])
         .output()
         .unwrap()));
@@ -154,7 +163,9 @@ fn miners_train_submit_answer_and_the_aggregate_becomes_the_next_adapters() {
     assert!(in_round >= 1);
     let manifest = json(&ok(r3mes(home)
         .args(["ipfs", "files", "read"])
-        .arg(format!("/gradients/window_{first}/aggregated/manifest.json"))
+        .arg(format!(
+            "/gradients/window_{first}/aggregated/manifest.json"
+        ))
         .args(["--api", &node.ipfs])
         .output()
         .unwrap()));
