@@ -13,6 +13,10 @@ use std::process::{Child, Stdio};
 
 use common::{json, ok, r3mes};
 
+/// The tests train models against round deadlines: one at a time, so two
+/// nodes and three miners never share the two cores of a CI machine.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn corpus() -> Vec<std::path::PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/corpus");
     vec![
@@ -90,6 +94,9 @@ fn finish(child: Child) -> (Vec<serde_json::Value>, String) {
 
 #[test]
 fn miners_train_submit_answer_and_the_aggregate_becomes_the_next_adapters() {
+    let _serial = SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let dir = tempfile::tempdir().unwrap();
     let home = dir.path();
     common::init(home, 100, 2, |p| {
@@ -252,6 +259,9 @@ fn free_port() -> u16 {
 
 #[test]
 fn a_gradient_computed_while_the_node_dies_is_spooled_and_submitted_when_it_is_back() {
+    let _serial = SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let dir = tempfile::tempdir().unwrap();
     let home = dir.path();
     // Fixed ports: the restarted node must be where the miner looks.
