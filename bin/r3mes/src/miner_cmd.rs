@@ -178,6 +178,8 @@ pub fn run(cmd: MinerCommand) -> Result<()> {
                 max_chunks,
                 poll: Duration::from_millis(poll_ms.max(10)),
                 respond: !no_respond,
+                withhold: false,
+                events: None,
             })
             .await
         }),

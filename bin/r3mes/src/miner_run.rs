@@ -53,6 +53,40 @@ pub struct RunOptions {
     pub max_chunks: Option<usize>,
     pub poll: Duration,
     pub respond: bool,
+    /// Delete the gradient (MFS entry and pin) right after submitting it:
+    /// a withholding miner, to show availability slashing.
+    pub withhold: bool,
+    /// Where to report submitted rounds instead of stdout and stderr (the
+    /// devnet's live view).
+    pub events: Option<tokio::sync::mpsc::UnboundedSender<MinerEvent>>,
+}
+
+/// A submitted round, as the devnet's live view sees it.
+#[derive(Debug, Clone, Serialize)]
+pub struct MinerEvent {
+    pub miner: String,
+    pub round: u64,
+    pub shard: u64,
+    pub chunks: usize,
+    pub model_version: u64,
+    pub loss: f64,
+    pub tokens_per_second: f64,
+    pub ipfs_hash: String,
+    pub block_height: u64,
+    pub chunk_to_ack_seconds: f64,
+    pub train_seconds: f64,
+    pub submit_seconds: f64,
+    pub bytes: u64,
+}
+
+impl RunOptions {
+    fn say(&self, text: impl AsRef<str>) {
+        if self.events.is_none() {
+            eprintln!("{}", text.as_ref());
+        } else {
+            tracing::info!("{}", text.as_ref());
+        }
+    }
 }
 
 /// What a spooled gradient is, beside its bytes.
@@ -242,12 +276,12 @@ pub async fn run(options: RunOptions) -> Result<()> {
                 .await
         })
     });
-    eprintln!(
+    options.say(format!(
         "mining as {address} against {} and {} (spool {})",
         options.node,
         options.api,
         options.spool.display()
-    );
+    ));
     let mut engine = Engine {
         options,
         address,
@@ -258,7 +292,7 @@ pub async fn run(options: RunOptions) -> Result<()> {
     let outcome = tokio::select! {
         r = engine.mine(&client) => r,
         name = signals.recv() => {
-            eprintln!("stopping the miner ({name}); spooled gradients are submitted on the next start");
+            engine.options.say(format!("stopping the miner ({name}); spooled gradients are submitted on the next start"));
             Ok(None)
         }
     };
@@ -273,10 +307,10 @@ pub async fn run(options: RunOptions) -> Result<()> {
     if let Some(task) = responder
         && let Ok(report) = task.await
     {
-        eprintln!(
+        engine.options.say(format!(
             "challenges answered: {}, unanswered: {}, failed: {}",
             report.answered, report.unanswered, report.failed
-        );
+        ));
     }
     outcome.map(|_| ())
 }
@@ -336,7 +370,10 @@ impl Engine {
                         "round {}: the node refused the gradient: {reason}",
                         entry.round
                     );
-                    eprintln!("round {}: gradient rejected: {reason}", entry.round);
+                    self.options.say(format!(
+                        "round {}: gradient rejected: {reason}",
+                        entry.round
+                    ));
                     self.spool.reject(entry.round, &reason);
                 }
             }
@@ -571,23 +608,43 @@ impl Engine {
         self.spool.mark_submitted(entry.round)?;
         self.spool.remove(entry.round);
         let acked_ms = unix_ms();
-        println!(
-            "{}",
-            serde_json::json!({
-                "round": entry.round,
-                "shard": entry.shard,
-                "chunks": entry.chunks.len(),
-                "model_version": entry.model_version,
-                "loss": entry.loss,
-                "tokens_per_second": entry.tokens_per_second,
-                "ipfs_hash": answer.ipfs_hash,
-                "block_height": answer.block_height,
-                "chunk_to_ack_seconds": acked_ms.saturating_sub(entry.received_unix_ms) as f64 / 1000.0,
-                "train_seconds": entry.spooled_unix_ms.saturating_sub(entry.received_unix_ms) as f64 / 1000.0,
-                "submit_seconds": acked_ms.saturating_sub(entry.spooled_unix_ms) as f64 / 1000.0,
-            })
-        );
+        let event = MinerEvent {
+            miner: self.address.to_string(),
+            round: entry.round,
+            shard: entry.shard,
+            chunks: entry.chunks.len(),
+            model_version: entry.model_version,
+            loss: entry.loss,
+            tokens_per_second: entry.tokens_per_second,
+            ipfs_hash: answer.ipfs_hash.clone(),
+            block_height: answer.block_height,
+            chunk_to_ack_seconds: acked_ms.saturating_sub(entry.received_unix_ms) as f64 / 1000.0,
+            train_seconds: entry.spooled_unix_ms.saturating_sub(entry.received_unix_ms) as f64
+                / 1000.0,
+            submit_seconds: acked_ms.saturating_sub(entry.spooled_unix_ms) as f64 / 1000.0,
+            bytes: byte_size,
+        };
+        if self.options.withhold {
+            self.withhold(entry.round, &added.cid).await;
+        }
+        match &self.options.events {
+            Some(events) => {
+                let _ = events.send(event);
+            }
+            None => println!("{}", serde_json::to_string(&event)?),
+        }
         Ok(answer.block_height)
+    }
+
+    /// Deletes a submitted gradient from this miner's store (what a
+    /// withholding miner does): its MFS entry and its pin, then GC.
+    async fn withhold(&self, round: u64, cid: &r3mes_ipfs::Cid) {
+        let path = format!("/gradients/window_{round}/miner_{}", self.address);
+        let _ = self.store.files_rm(&path, true, true).await;
+        let _ = self.store.pin_rm(cid).await;
+        if let Err(e) = self.store.repo_gc().await {
+            tracing::warn!("withholding: GC: {e}");
+        }
     }
 
     /// Waits until challenges of a gradient included at `height` can no
