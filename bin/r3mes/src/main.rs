@@ -9,6 +9,8 @@ mod bench_miner;
 mod bench_submit;
 mod bench_verify;
 mod dataset_cmd;
+mod devnet;
+mod devnet_plots;
 mod gradient;
 mod ipfs;
 mod ipfs_files;
@@ -39,6 +41,8 @@ enum Command {
     /// Gradient files: inspect, decode (flatten), convert.
     #[command(subcommand)]
     Gradient(gradient::GradientCommand),
+    /// The whole network on one machine: node, IPFS, validator, aggregator, honest and withholding miners.
+    Devnet(devnet::DevnetArgs),
     /// Measure performance figures (the README's table).
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -88,6 +92,7 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Ipfs(cmd) => ipfs::run(cmd),
         Command::Bench(cmd) => bench::run_bench(cmd),
+        Command::Devnet(args) => devnet::run(args),
         Command::Gradient(cmd) => gradient::run(cmd),
         Command::Node(cmd) => node_cmd::run(cmd),
         Command::Keys(cmd) => keys_cmd::run(cmd),

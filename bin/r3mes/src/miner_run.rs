@@ -254,6 +254,8 @@ struct Engine {
     store: KuboClient,
     spool: Spool,
     model: Option<(u64, Arc<Model>)>,
+    /// How long the last round's training took.
+    last_training: Option<Duration>,
 }
 
 pub async fn run(options: RunOptions) -> Result<()> {
@@ -288,6 +290,7 @@ pub async fn run(options: RunOptions) -> Result<()> {
         store,
         spool,
         model: None,
+        last_training: None,
     };
     let outcome = tokio::select! {
         r = engine.mine(&client) => r,
@@ -361,21 +364,8 @@ impl Engine {
     /// if it is new. `Some(height)` when a gradient landed.
     async fn step(&mut self, client: &NodeClient) -> Result<Option<u64>> {
         for (entry, bytes) in self.spool.pending()? {
-            match self.submit(client, &entry, bytes).await {
-                Ok(height) => return Ok(Some(height)),
-                Err(e) if is_transient(&e) => return Err(e),
-                Err(e) => {
-                    let reason = format!("{e:#}");
-                    tracing::warn!(
-                        "round {}: the node refused the gradient: {reason}",
-                        entry.round
-                    );
-                    self.options.say(format!(
-                        "round {}: gradient rejected: {reason}",
-                        entry.round
-                    ));
-                    self.spool.reject(entry.round, &reason);
-                }
+            if let Some(height) = self.submit_or_reject(client, &entry, bytes).await? {
+                return Ok(Some(height));
             }
         }
         let round = client
@@ -390,8 +380,57 @@ impl Engine {
             tracing::debug!("round {}: no approved dataset yet", round.round_id);
             return Ok(None);
         }
+        // Training that cannot finish before the round closes is wasted:
+        // wait for the next round instead (unless no round is long enough).
+        let block_ms = client.params().await?.block_time_ms;
+        let left = Duration::from_millis((round.end_height - height).saturating_mul(block_ms));
+        let whole = Duration::from_millis(
+            round
+                .end_height
+                .saturating_sub(round.start_height)
+                .saturating_mul(block_ms),
+        );
+        if let Some(last) = self.last_training
+            && left < last.mul_f64(1.5)
+            && whole >= last.mul_f64(1.5)
+        {
+            tracing::debug!(
+                "round {}: {left:?} left, training took {last:?}: waiting for the next round",
+                round.round_id
+            );
+            return Ok(None);
+        }
+        let started = Instant::now();
         let (entry, bytes) = self.train(client, &round).await?;
-        self.submit(client, &entry, bytes).await.map(Some)
+        self.last_training = Some(started.elapsed());
+        self.submit_or_reject(client, &entry, bytes).await
+    }
+
+    /// Submits a spooled gradient; a refusal that will not go away moves it
+    /// to `spool/rejected/` (`Ok(None)`), a transient failure is an error.
+    async fn submit_or_reject(
+        &mut self,
+        client: &NodeClient,
+        entry: &SpoolEntry,
+        bytes: Vec<u8>,
+    ) -> Result<Option<u64>> {
+        match self.submit(client, entry, bytes).await {
+            Ok(height) => Ok(Some(height)),
+            Err(e) if is_transient(&e) => Err(e),
+            Err(e) => {
+                let reason = format!("{e:#}");
+                tracing::warn!(
+                    "round {}: the node refused the gradient: {reason}",
+                    entry.round
+                );
+                self.options.say(format!(
+                    "round {}: gradient rejected: {reason}",
+                    entry.round
+                ));
+                self.spool.reject(entry.round, &reason);
+                Ok(None)
+            }
+        }
     }
 
     async fn load_model(
@@ -419,10 +458,10 @@ impl Engine {
         let lora = LoraAdapters::from_safetensors(&files.adapters, backbone.config())
             .with_context(|| format!("loading model version {}'s adapters", record.version))?;
         let model = Arc::new(Model::new(backbone, lora)?);
-        eprintln!(
+        self.options.say(format!(
             "round {}: training from model version {}",
             round.round_id, record.version
-        );
+        ));
         self.model = Some((record.version, model.clone()));
         Ok((record.version, model))
     }
