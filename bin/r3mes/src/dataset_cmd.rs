@@ -1,5 +1,6 @@
 //! `r3mes dataset build`: text files to a dataset of fixed 2048-token
-//! chunks (`r3mes-dataset`), written under an output directory as
+//! chunks (`r3mes-dataset`), tokenized byte-level or with a Hugging Face
+//! `tokenizer.json` (`--tokenizer`), written under an output directory as
 //! `shard_{k}/chunk_{i}` plus `manifest.json`, and with `--api` added to
 //! IPFS under the seed's layout `/datasets/shards/{name}/shard_{k}/chunk_{i}`
 //! (MFS), whose directory CID is the dataset hash.
@@ -8,17 +9,22 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use clap::Subcommand;
-use r3mes_dataset::{byte_tokens, encode_chunk, shards_of, split_into_chunks};
+use r3mes_dataset::{Tokenizer, encode_chunk, shards_of, split_into_chunks_with_pad};
 use r3mes_ipfs::{AddOptions, AddSource};
 use r3mes_kubo::KuboClient;
 
 #[derive(Subcommand)]
 pub enum DatasetCommand {
-    /// Tokenize text files (byte-level), cut 2048-token chunks, group shards, write them (and add them to IPFS with --api).
+    /// Tokenize text files (byte-level or tokenizer.json), cut 2048-token chunks, group shards, write them (and add them to IPFS with --api).
     Build {
         /// Text files, concatenated in this order.
         #[arg(required = true)]
         files: Vec<PathBuf>,
+        /// `byte` (token = byte value), or the path of a Hugging Face
+        /// tokenizer.json (UTF-8 text only, ids below 65536, no special
+        /// tokens added; write `./byte` for a file named byte).
+        #[arg(long, default_value = "byte")]
+        tokenizer: String,
         /// Dataset name (letters, digits, `-`, `_`, `.`).
         #[arg(long)]
         name: String,
@@ -119,6 +125,7 @@ pub fn run(command: DatasetCommand) -> Result<()> {
         }
         DatasetCommand::Build {
             files,
+            tokenizer,
             name,
             out,
             chunks_per_shard,
@@ -127,12 +134,31 @@ pub fn run(command: DatasetCommand) -> Result<()> {
         } => {
             r3mes_protocol::layout::DatasetName::new(name.clone())
                 .with_context(|| format!("dataset name {name:?}"))?;
+            // Everything is read and tokenized before the first file is
+            // written: a bad tokenizer or text leaves no output behind.
+            let tokenizer = if tokenizer == "byte" {
+                Tokenizer::Byte
+            } else {
+                Tokenizer::load(Path::new(&tokenizer))?
+            };
             let mut text = Vec::new();
             for f in &files {
-                text.extend(std::fs::read(f).with_context(|| format!("reading {}", f.display()))?);
+                let bytes = std::fs::read(f).with_context(|| format!("reading {}", f.display()))?;
+                if let (Tokenizer::Json(_), Err(e)) = (&tokenizer, std::str::from_utf8(&bytes)) {
+                    bail!(
+                        "{} is not UTF-8 text (invalid byte at offset {}); a tokenizer.json \
+                         reads text, --tokenizer byte reads any bytes",
+                        f.display(),
+                        e.valid_up_to()
+                    );
+                }
+                text.extend(bytes);
             }
             let size = text.len() as u64;
-            let chunks = split_into_chunks(&byte_tokens(&text))?;
+            let tokens = tokenizer.encode(&text)?;
+            let token_count = tokens.len();
+            let chunks = split_into_chunks_with_pad(&tokens, tokenizer.pad_token())?;
+            drop(tokens);
             let shards = shards_of(chunks, chunks_per_shard)?;
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -189,9 +215,10 @@ pub fn run(command: DatasetCommand) -> Result<()> {
             let manifest = serde_json::json!({
                 "format": "r3mes-dataset-v1",
                 "name": name,
-                "tokenizer": "byte",
+                "tokenizer": tokenizer_entry(&tokenizer),
                 "chunk_tokens": r3mes_dataset::CHUNK_TOKENS,
-                "pad_token": r3mes_dataset::PAD_TOKEN,
+                "pad_token": tokenizer.pad_token(),
+                "token_count": token_count,
                 "chunk_file": "R3CHUNK1 (r3mes-dataset::chunk)",
                 "size": size,
                 "shard_count": shards.len(),
@@ -204,8 +231,9 @@ pub fn run(command: DatasetCommand) -> Result<()> {
                 println!("{manifest}");
             } else {
                 println!(
-                    "{} bytes -> {} chunks in {} shards under {}",
+                    "{} bytes -> {} tokens -> {} chunks in {} shards under {}",
                     size,
+                    token_count,
                     shards.iter().map(|s| s.chunks.len()).sum::<usize>(),
                     shards.len(),
                     out.display()
@@ -216,6 +244,19 @@ pub fn run(command: DatasetCommand) -> Result<()> {
             }
             Ok(())
         }
+    }
+}
+
+/// The manifest's `tokenizer`: `"byte"`, or what identifies a
+/// tokenizer.json (its SHA-256 and vocabulary size).
+fn tokenizer_entry(tokenizer: &Tokenizer) -> serde_json::Value {
+    match tokenizer {
+        Tokenizer::Byte => "byte".into(),
+        Tokenizer::Json(t) => serde_json::json!({
+            "kind": "tokenizer.json",
+            "sha256": t.sha256(),
+            "vocab_size": t.vocab_size(),
+        }),
     }
 }
 

@@ -1,4 +1,7 @@
-//! `r3mes model init`: a small deterministic BitNet backbone with fresh LoRA
+//! `r3mes model init`: a small deterministic BitNet backbone, or with
+//! `--backbone FILE` a real checkpoint (a Hugging Face style BitNet
+//! safetensors file whose shapes `r3mes_miner::hf` supports, quantised to
+//! ternary at load, or a canonical r3mes backbone file), with fresh LoRA
 //! adapters (`r3mes-miner`), written as safetensors plus `metadata.json`,
 //! with `--api` filed in IPFS under the seed's `/models/v{version}/`
 //! layout (`backbone/model.safetensors`, `lora_adapters/adapters.safetensors`,
@@ -13,20 +16,29 @@ use clap::Args;
 use r3mes_chain::proto::{LoraAdapterRef, ModelVersion, MsgRegisterModel, tx_body};
 use r3mes_client::aggregation::file_bytes;
 use r3mes_kubo::KuboClient;
-use r3mes_miner::{Backbone, BackboneConfig, LoraAdapters, LoraConfig};
+use r3mes_miner::{Backbone, BackboneConfig, HfConfig, LoraAdapters, LoraConfig};
 use sha2::{Digest, Sha256};
 
 #[derive(Args)]
 pub struct ModelInitArgs {
+    /// Load this backbone instead of making one: a Hugging Face style BitNet
+    /// b1.58 safetensors file (F32/F16/BF16 master weights, quantised to
+    /// ternary at load) or a canonical r3mes backbone file.
+    #[arg(long, value_name = "FILE")]
+    backbone: Option<PathBuf>,
+    /// The checkpoint's Hugging Face config.json (else inferred from the
+    /// shapes; --heads then gives the head count).
+    #[arg(long, value_name = "FILE", requires = "backbone")]
+    backbone_config: Option<PathBuf>,
     /// Transformer blocks.
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 2, conflicts_with = "backbone")]
     layers: usize,
     /// Model width.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64, conflicts_with = "backbone")]
     dim: usize,
-    /// Attention heads.
-    #[arg(long, default_value_t = 4)]
-    heads: usize,
+    /// Attention heads [default: 4, or the checkpoint's].
+    #[arg(long)]
+    heads: Option<usize>,
     /// Seed of the weights (the same seed gives the same files everywhere).
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -67,19 +79,30 @@ pub fn run(command: ModelCommand) -> Result<()> {
     if args.from.is_some() && args.api.is_none() {
         bail!("--from registers the model's CIDs: add the files with --api URL too");
     }
-    let config = BackboneConfig::small(args.layers, args.dim, args.heads);
     let lora_config = LoraConfig {
         rank: args.rank,
         alpha: args.alpha,
         ..LoraConfig::default()
     };
-    let backbone = Backbone::init(&config, args.seed)?;
+    lora_config.validate()?;
+    let (backbone, source) = match &args.backbone {
+        Some(path) => {
+            let (backbone, source) =
+                load_backbone(path, args.backbone_config.as_deref(), args.heads)?;
+            (backbone, Some(source))
+        }
+        None => {
+            let config = BackboneConfig::small(args.layers, args.dim, args.heads.unwrap_or(4));
+            (Backbone::init(&config, args.seed)?, None)
+        }
+    };
+    let config = backbone.config().clone();
     let lora = LoraAdapters::init(&config, &lora_config, args.seed)?;
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
     let backbone_bytes = backbone.to_safetensors()?;
     let lora_bytes = lora.to_safetensors()?;
-    let metadata = serde_json::json!({
+    let mut metadata = serde_json::json!({
         "format": "r3mes-model-v1",
         "version": args.version,
         "seed": args.seed,
@@ -92,6 +115,9 @@ pub fn run(command: ModelCommand) -> Result<()> {
             "lora_adapters": "lora_adapters/adapters.safetensors",
         },
     });
+    if let Some(source) = &source {
+        metadata["backbone_source"] = source.clone();
+    }
     let metadata_bytes = serde_json::to_vec_pretty(&metadata)?;
     write(&args.out.join("model.safetensors"), &backbone_bytes)?;
     write(&args.out.join("adapters.safetensors"), &lora_bytes)?;
@@ -101,6 +127,9 @@ pub fn run(command: ModelCommand) -> Result<()> {
         "backbone_sha256": backbone.hash(),
         "parameters": config.parameter_count(),
     });
+    if let Some(source) = source {
+        report["backbone_source"] = source;
+    }
     if let Some(api) = &args.api {
         let store = KuboClient::new(api).with_context(|| format!("IPFS API {api}"))?;
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -168,6 +197,40 @@ pub fn run(command: ModelCommand) -> Result<()> {
     }
     println!("{}", serde_json::to_string_pretty(&report)?);
     Ok(())
+}
+
+/// Loads `--backbone` (with `--backbone-config` and `--heads`); returns the
+/// backbone and what metadata.json records of its origin.
+fn load_backbone(
+    path: &Path,
+    config: Option<&Path>,
+    heads: Option<usize>,
+) -> Result<(Backbone, serde_json::Value)> {
+    let mut hf = match config {
+        Some(c) => {
+            let bytes = std::fs::read(c).with_context(|| format!("reading {}", c.display()))?;
+            HfConfig::from_json(&bytes).with_context(|| format!("{}", c.display()))?
+        }
+        None => HfConfig::default(),
+    };
+    match (hf.num_attention_heads, heads) {
+        (Some(file), Some(flag)) if file != flag => {
+            bail!("--heads {flag} contradicts num_attention_heads {file} of the backbone config")
+        }
+        (None, Some(flag)) => hf.num_attention_heads = Some(flag),
+        _ => {}
+    }
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let (backbone, import) = r3mes_miner::hf::import(&bytes, &hf)
+        .with_context(|| format!("loading the backbone {}", path.display()))?;
+    let source = serde_json::json!({
+        "file": path.file_name().map(|n| n.to_string_lossy().into_owned()),
+        "sha256": hex::encode(Sha256::digest(&bytes)),
+        "tied_head": import.tied_head,
+        "inferred": import.inferred,
+        "ignored": import.ignored,
+    });
+    Ok((backbone, source))
 }
 
 fn write(path: &Path, bytes: &[u8]) -> Result<()> {

@@ -127,3 +127,94 @@ fn a_built_dataset_is_in_ipfs_and_can_be_proposed_and_approved() {
         "dataset name",
     );
 }
+
+/// The hand-written WordLevel tokenizer of r3mes-dataset's tests (12
+/// tokens, `<pad>` is 1).
+fn tokenizer_fixture() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../crates/dataset/tests/fixtures/tiny-wordlevel.tokenizer.json")
+}
+
+#[test]
+fn a_tokenizer_json_tokenizes_the_dataset_and_is_recorded_in_the_manifest() {
+    use sha2::Digest;
+
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path();
+    let corpus = home.join("fox.txt");
+    std::fs::write(&corpus, "The quick brown fox, the lazy dog.\n".repeat(300)).unwrap();
+    let build = |tokenizer: &std::path::Path, input: &std::path::Path, out: &str| {
+        r3mes(home)
+            .args(["dataset", "build"])
+            .arg(input)
+            .args(["--name", "fox", "--json", "--tokenizer"])
+            .arg(tokenizer)
+            .arg("--out")
+            .arg(home.join(out))
+            .output()
+            .unwrap()
+    };
+    let manifest = json(&ok(build(&tokenizer_fixture(), &corpus, "ds")));
+    let file_hash = hex::encode(sha2::Sha256::digest(
+        std::fs::read(tokenizer_fixture()).unwrap(),
+    ));
+    assert_eq!(
+        manifest["tokenizer"],
+        serde_json::json!({"kind": "tokenizer.json", "sha256": file_hash, "vocab_size": 12})
+    );
+    assert_eq!(manifest["pad_token"], 1);
+    assert_eq!(manifest["token_count"], 9 * 300);
+    // 2700 tokens: one full chunk, then 652 counted and the rest <pad>.
+    let first =
+        r3mes_dataset::decode_chunk(&std::fs::read(home.join("ds/shard_0/chunk_0")).unwrap())
+            .unwrap();
+    assert_eq!(&first.tokens()[..9], &[2, 3, 4, 5, 11, 2, 8, 9, 10]);
+    let last =
+        r3mes_dataset::decode_chunk(&std::fs::read(home.join("ds/shard_0/chunk_1")).unwrap())
+            .unwrap();
+    assert_eq!(last.counted(), 2700 - 2048);
+    assert!(last.tokens()[652..].iter().all(|t| *t == 1));
+    let on_disk = json(&std::fs::read_to_string(home.join("ds/manifest.json")).unwrap());
+    assert_eq!(on_disk["tokenizer"]["kind"], "tokenizer.json");
+
+    // The default is still byte-level, recorded as "byte".
+    let bytes = json(&ok(r3mes(home)
+        .args(["dataset", "build"])
+        .arg(&corpus)
+        .args(["--name", "fox", "--json", "--out"])
+        .arg(home.join("bytes"))
+        .output()
+        .unwrap()));
+    assert_eq!(bytes["tokenizer"], "byte");
+    assert_eq!(bytes["pad_token"], 0);
+    assert_eq!(bytes["token_count"], 35 * 300);
+
+    // A malformed tokenizer.json, ids above 16 bits, or text that is not
+    // UTF-8: a clear error and nothing written.
+    let bad = home.join("bad.json");
+    std::fs::write(&bad, r#"{"model": {"type": "NoSuchModel"}}"#).unwrap();
+    fails(build(&bad, &corpus, "bad"), "not a tokenizer.json");
+    assert!(!home.join("bad").exists());
+    let wide = home.join("wide.json");
+    std::fs::write(
+        &wide,
+        std::fs::read_to_string(tokenizer_fixture())
+            .unwrap()
+            .replace("\",\": 11", "\",\": 11, \"huge\": 70000"),
+    )
+    .unwrap();
+    fails(build(&wide, &corpus, "wide"), "vocabulary of 70001 tokens");
+    assert!(!home.join("wide").exists());
+    let binary = home.join("blob.bin");
+    std::fs::write(&binary, b"the fox \xff dog").unwrap();
+    fails(
+        build(&tokenizer_fixture(), &binary, "blob"),
+        "blob.bin is not UTF-8 text (invalid byte at offset 8)",
+    );
+    assert!(!home.join("blob").exists());
+    fails(
+        build(&home.join("missing.json"), &corpus, "missing"),
+        "missing.json",
+    );
+    assert!(!home.join("missing").exists());
+}

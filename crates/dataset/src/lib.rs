@@ -1,10 +1,12 @@
 //! r3mes-dataset: training data as the protocol sees it.
 //!
-//! Text becomes tokens (byte-level: token = byte value, vocabulary 256),
-//! tokens are cut into chunks of exactly [`CHUNK_TOKENS`] (2048, the
+//! Text becomes tokens ([`Tokenizer`]: byte-level, token = byte value and
+//! vocabulary 256, or a Hugging Face `tokenizer.json` whose ids fit 16
+//! bits), tokens are cut into chunks of exactly [`CHUNK_TOKENS`] (2048, the
 //! seed's `FIXED_CHUNK_SIZE_TOKENS`), and chunks are grouped into shards.
 //! The protocol never splits or shortens a chunk: the last chunk of a
-//! dataset is filled up with [`PAD_TOKEN`] and its loss mask marks the
+//! dataset is filled up with the tokenizer's pad id ([`PAD_TOKEN`] for
+//! bytes) and its loss mask marks the
 //! padding as not counted, so every chunk a miner trains on is 2048 tokens
 //! and its loss covers only real text.
 //!
@@ -17,14 +19,17 @@
 
 pub mod chunk;
 pub mod split;
+pub mod tokenizer;
 
 pub use chunk::{Chunk, decode_chunk, encode_chunk};
-pub use split::{Shard, byte_tokens, shards_of, split_into_chunks};
+pub use split::{Shard, byte_tokens, shards_of, split_into_chunks, split_into_chunks_with_pad};
+pub use tokenizer::{JsonTokenizer, Tokenizer};
 
 /// Tokens in a chunk: the protocol's fixed chunk size.
 pub const CHUNK_TOKENS: usize = r3mes_protocol::chunk::FIXED_CHUNK_SIZE_TOKENS as usize;
 
-/// The token that fills a dataset's last chunk (masked out of the loss).
+/// The token that fills a byte-level dataset's last chunk (masked out of
+/// the loss); a `tokenizer.json` has its own (see [`tokenizer`]).
 pub const PAD_TOKEN: u16 = 0;
 
 /// Every way dataset bytes can be wrong.
@@ -42,6 +47,9 @@ pub enum Error {
     /// A shard size of zero chunks.
     #[error("chunks per shard must be at least 1")]
     ZeroShardSize,
+    /// A `tokenizer.json` that cannot be used, or text it cannot encode.
+    #[error("tokenizer: {0}")]
+    Tokenizer(String),
 }
 
 /// This crate's result.

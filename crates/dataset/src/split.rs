@@ -1,4 +1,4 @@
-//! From text to shards: byte-level tokens, fixed 2048-token chunks (the
+//! From tokens to shards: byte-level tokens, fixed 2048-token chunks (the
 //! tail padded and masked), chunks grouped into shards in order.
 
 use crate::{CHUNK_TOKENS, Chunk, Error, PAD_TOKEN, Result};
@@ -11,6 +11,11 @@ pub fn byte_tokens(text: &[u8]) -> Vec<u16> {
 /// Cuts `tokens` into chunks of exactly 2048; the last is filled with
 /// [`PAD_TOKEN`], which its mask leaves out of the loss.
 pub fn split_into_chunks(tokens: &[u16]) -> Result<Vec<Chunk>> {
+    split_into_chunks_with_pad(tokens, PAD_TOKEN)
+}
+
+/// [`split_into_chunks`] with the tokenizer's own pad id `pad`.
+pub fn split_into_chunks_with_pad(tokens: &[u16], pad: u16) -> Result<Vec<Chunk>> {
     if tokens.is_empty() {
         return Err(Error::Empty);
     }
@@ -19,7 +24,7 @@ pub fn split_into_chunks(tokens: &[u16]) -> Result<Vec<Chunk>> {
         .map(|part| {
             let mut t = part.to_vec();
             let mut mask = vec![true; part.len()];
-            t.resize(CHUNK_TOKENS, PAD_TOKEN);
+            t.resize(CHUNK_TOKENS, pad);
             mask.resize(CHUNK_TOKENS, false);
             Chunk::new(t, mask)
         })

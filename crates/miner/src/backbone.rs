@@ -32,7 +32,10 @@
 //! [`BackboneConfig`] as JSON. A file may instead hold latent float weights
 //! (F32, F16 or BF16) for the projections, without `weight_scale`: they are
 //! quantised at load, so a Hugging Face style checkpoint with these names and
-//! shapes loads with [`Backbone::from_safetensors_with_config`].
+//! shapes loads with [`Backbone::from_safetensors_with_config`], or with
+//! [`crate::hf::import`], which reads its `config.json`, infers the rest
+//! from the shapes, accepts tied embeddings and says exactly which feature
+//! of an unsupported checkpoint is missing here.
 //!
 //! The canonical file is what [`Backbone::to_safetensors`] writes (always the
 //! ternary form), and `backbone_hash` is the lowercase hex SHA-256 of it: two
@@ -324,10 +327,20 @@ impl Backbone {
                 )));
             }
         };
+        Self::from_parsed(&parsed, config, &LoadOptions::default())
+    }
+
+    /// Builds the backbone of `config` from the tensors of `parsed`,
+    /// refusing any tensor it does not use (but `options.ignored` of them).
+    pub(crate) fn from_parsed(
+        parsed: &st::Parsed<'_>,
+        config: BackboneConfig,
+        options: &LoadOptions,
+    ) -> Result<Self> {
         config
             .validate()
             .map_err(|e| Error::backbone(e.to_string()))?;
-        let mut used = 0usize;
+        let mut used = options.ignored;
         let mut float = |name: &str, shape: &[usize]| -> Result<Vec<f32>> {
             let raw = parsed
                 .tensors
@@ -346,7 +359,7 @@ impl Backbone {
         }
         let final_norm = float(FINAL_NORM, &[d])?;
         let mut linear = |name: &str, out: usize, inp: usize| -> Result<BitLinear> {
-            let source = read_projection(&parsed, name, out, inp)?;
+            let source = read_projection(parsed, name, out, inp)?;
             let ternary = match source {
                 Source::Latent(w) => {
                     used += 1;
@@ -377,7 +390,11 @@ impl Backbone {
                 projections,
             });
         }
-        let head = linear(HEAD, v, d)?;
+        let head = if options.tied_head {
+            BitLinear::new(quant::ternary(&embed), v, d)?
+        } else {
+            linear(HEAD, v, d)?
+        };
         if used != parsed.tensors.len() {
             let known = expected_names(&config);
             let extra: Vec<&String> = parsed
@@ -393,11 +410,21 @@ impl Backbone {
     }
 }
 
-const EMBED: &str = "model.embed_tokens.weight";
+/// How [`Backbone::from_parsed`] reads a file beyond the canonical layout.
+#[derive(Debug, Default)]
+pub(crate) struct LoadOptions {
+    /// No `lm_head.weight`: the head is the ternary quantisation of the
+    /// embedding (tied embeddings).
+    pub tied_head: bool,
+    /// Tensors of the file deliberately left unused.
+    pub ignored: usize,
+}
+
+pub(crate) const EMBED: &str = "model.embed_tokens.weight";
 const ATTN_NORM: &str = "input_layernorm.weight";
 const MLP_NORM: &str = "post_attention_layernorm.weight";
 const FINAL_NORM: &str = "model.norm.weight";
-const HEAD: &str = "lm_head.weight";
+pub(crate) const HEAD: &str = "lm_head.weight";
 
 /// Every tensor name a canonical file of `config` holds.
 fn expected_names(config: &BackboneConfig) -> Vec<String> {
@@ -452,6 +479,11 @@ fn read_projection(parsed: &st::Parsed<'_>, name: &str, out: usize, inp: usize) 
         ))),
         (_, Some(_)) => Err(Error::backbone(format!(
             "{name}: {scale_name} given for latent float weights"
+        ))),
+        (Dtype::U8 | Dtype::I32 | Dtype::U32, None) => Err(Error::backbone(format!(
+            "{name}: dtype {:?} (packed or integer weights) is not supported: give the \
+             latent F32, F16 or BF16 master weights",
+            raw.dtype
         ))),
         (_, None) => Ok(Source::Latent(raw.floats(name, Error::backbone)?)),
     }

@@ -4,7 +4,8 @@
 //! an absmean scale, 8-bit absmax activations, frozen) with LoRA adapters on
 //! every attention and MLP projection, running on candle on the CPU; its
 //! deterministic seeded initialisation and its safetensors files
-//! ([`Backbone`], [`LoraAdapters`], [`Model`]); and the seed's
+//! ([`Backbone`], [`LoraAdapters`], [`Model`]); the import of Hugging Face
+//! style BitNet checkpoints whose shapes it supports ([`hf`]); and the seed's
 //! `ChunkProcessor` ([`ChunkProcessor`]), which takes a fixed 2048-token
 //! chunk, runs it in local micro-batches and returns the LoRA gradient of the
 //! whole chunk as the seed's `LoRAGradientUpdate`, whatever the micro-batch
@@ -34,6 +35,7 @@ pub mod backbone;
 pub mod chunk;
 pub mod config;
 pub mod error;
+pub mod hf;
 pub mod lora;
 pub mod model;
 pub mod quant;
@@ -46,6 +48,7 @@ pub use chunk::{
 };
 pub use config::{BackboneConfig, LoraConfig, Precision};
 pub use error::{Error, Result};
+pub use hf::{HfConfig, HfImport};
 pub use lora::{LoRAAdapter, LoraAdapter, LoraAdapters};
 pub use model::Model;
 pub use st::{MAX_HEADER_BYTES, MAX_TENSORS};
