@@ -588,10 +588,11 @@ async fn network(args: &DevnetArgs, home: &Home, work: &Path, url: &str, ipfs: &
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
+    let latest = client.model(None).await?.map(|m| m.version);
     let mut s = shared
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    finish(&mut s, &client, work).await
+    finish(&mut s, latest, work)
 }
 
 /// Counts the chain's events per round.
@@ -689,13 +690,13 @@ async fn watch(client: NodeClient, shared: Arc<Mutex<Shared>>) -> Result<()> {
 }
 
 /// The summary table, report.md, summary.json and the plots.
-async fn finish(s: &mut Shared, client: &NodeClient, work: &Path) -> Result<()> {
+fn finish(s: &mut Shared, latest_model: Option<u64>, work: &Path) -> Result<()> {
     let seconds = s.started.elapsed().as_secs_f64();
     s.summary.seconds = seconds;
     let txs: u64 = s.summary.rounds.values().map(|r| r.transactions).sum();
     s.summary.tx_per_second = txs as f64 / seconds.max(1e-9);
-    if let Some(m) = client.model(None).await? {
-        s.summary.model_versions = m.version;
+    if let Some(version) = latest_model {
+        s.summary.model_versions = version;
     }
     let summary = &s.summary;
     let mut table = String::from(
