@@ -20,7 +20,6 @@ use r3mes_client::NodeClient;
 use r3mes_client::aggregation::{compute, publish};
 use r3mes_kubo::KuboClient;
 use r3mes_node::home::Home;
-use r3mes_node::keyring::Keyring;
 
 #[derive(Args)]
 pub struct AggregateArgs {
@@ -62,11 +61,7 @@ pub fn run(args: AggregateArgs) -> Result<()> {
     let key = match &args.from {
         Some(from) => {
             let home = Home::new(args.home.clone().unwrap_or_else(Home::default_root));
-            Some(
-                Keyring::new(home.keyring())
-                    .secret(from)
-                    .with_context(|| format!("key {from:?} of {}", home.keyring().display()))?,
-            )
+            Some(crate::keys_cmd::secret_key(&home, from)?)
         }
         None => None,
     };

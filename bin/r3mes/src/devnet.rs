@@ -306,18 +306,7 @@ async fn prepare(args: &DevnetArgs, home: &Home, work: &Path) -> Result<()> {
     // CIDs and reference gradients before the node starts.
     let local = work.join("dataset-local");
     let _ = std::fs::remove_dir_all(&local);
-    let mut build = vec![
-        "dataset",
-        "build",
-        "--name",
-        "corpus",
-        "--chunks-per-shard",
-        "1",
-        "--json",
-    ];
-    let file_args: Vec<&str> = files.iter().map(|f| path(f)).collect();
-    build.extend(file_args.iter().copied());
-    build.extend(["--out", path(&local)]);
+    let build = dataset_build(&files, &local, None);
     let manifest: serde_json::Value = serde_json::from_str(&r3mes(&root, &build).await?)?;
     let model = work.join("model-local");
     let _ = std::fs::remove_dir_all(&model);
@@ -387,6 +376,26 @@ async fn prepare(args: &DevnetArgs, home: &Home, work: &Path) -> Result<()> {
     Ok(())
 }
 
+/// `dataset build` of the corpus `files` into `out` (one chunk per shard),
+/// added to IPFS through `api` if given.
+fn dataset_build<'a>(files: &'a [PathBuf], out: &'a Path, api: Option<&'a str>) -> Vec<&'a str> {
+    let mut args = vec![
+        "dataset",
+        "build",
+        "--name",
+        "corpus",
+        "--chunks-per-shard",
+        "1",
+        "--json",
+    ];
+    if let Some(api) = api {
+        args.extend(["--api", api]);
+    }
+    args.extend(files.iter().map(|f| path(f)));
+    args.extend(["--out", path(out)]);
+    args
+}
+
 /// The CID `ipfs add` gives a chunk file (default settings).
 fn chunk_cid(bytes: &[u8]) -> Result<String> {
     use r3mes_ipfs::importer::{DiscardSink, ImportParams, import_bytes};
@@ -407,19 +416,7 @@ async fn network(args: &DevnetArgs, home: &Home, work: &Path, url: &str, ipfs: &
             .iter()
             .map(|(n, _)| work.join("corpus").join(n))
             .collect();
-        let mut build = vec![
-            "dataset",
-            "build",
-            "--name",
-            "corpus",
-            "--chunks-per-shard",
-            "1",
-            "--json",
-            "--api",
-            ipfs,
-        ];
-        build.extend(corpus.iter().map(|f| path(f)));
-        build.extend(["--out", path(&ds)]);
+        let build = dataset_build(&corpus, &ds, Some(ipfs));
         let manifest: serde_json::Value = serde_json::from_str(&r3mes(&root, &build).await?)?;
         let hash = manifest["dataset_hash"]
             .as_str()

@@ -92,3 +92,13 @@ fn print_key(info: &KeyInfo, json: bool) {
         println!("public key: {}", info.public_key);
     }
 }
+
+/// The secret key `name` of the keyring under `home`.
+pub(crate) fn secret_key(
+    home: &r3mes_node::home::Home,
+    name: &str,
+) -> Result<r3mes_chain::SecretKey> {
+    Keyring::new(home.keyring())
+        .secret(name)
+        .with_context(|| format!("key {name:?} of {}", home.keyring().display()))
+}

@@ -17,7 +17,6 @@ use r3mes_ipfs::ContentStore;
 use r3mes_ipfs_http::ShutdownSignals;
 use r3mes_kubo::KuboClient;
 use r3mes_node::home::Home;
-use r3mes_node::keyring::Keyring;
 
 #[derive(Subcommand)]
 pub enum MinerCommand {
@@ -158,9 +157,7 @@ pub fn run(cmd: MinerCommand) -> Result<()> {
             no_respond,
         } => runtime.block_on(async move {
             let home = Home::new(home.unwrap_or_else(Home::default_root));
-            let key = Keyring::new(home.keyring())
-                .secret(&from)
-                .with_context(|| format!("key {from:?} of {}", home.keyring().display()))?;
+            let key = crate::keys_cmd::secret_key(&home, &from)?;
             let spool = spool.unwrap_or_else(|| {
                 home.root()
                     .join("miner")
@@ -191,9 +188,7 @@ pub fn run(cmd: MinerCommand) -> Result<()> {
             interval_ms,
         } => runtime.block_on(async move {
             let home = Home::new(home.unwrap_or_else(Home::default_root));
-            let key = Keyring::new(home.keyring())
-                .secret(&from)
-                .with_context(|| format!("key {from:?} of {}", home.keyring().display()))?;
+            let key = crate::keys_cmd::secret_key(&home, &from)?;
             let content: Arc<dyn ContentStore> =
                 Arc::new(KuboClient::new(&api).with_context(|| format!("IPFS API {api}"))?);
             let client = NodeClient::connect(&node).await?;

@@ -269,9 +269,7 @@ fn run_start(args: StartArgs) -> Result<()> {
         }
         let aggregator = match &args.aggregate_as {
             Some(name) => {
-                let key = r3mes_node::keyring::Keyring::new(home.keyring())
-                    .secret(name)
-                    .with_context(|| format!("key {name:?} of {}", home.keyring().display()))?;
+                let key = crate::keys_cmd::secret_key(&home, name)?;
                 let ipfs = args
                     .ipfs_api
                     .clone()

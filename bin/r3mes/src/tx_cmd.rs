@@ -476,9 +476,7 @@ pub(crate) fn sign_and_send(
     msg: impl FnOnce(&SecretKey) -> Result<tx_body::Msg>,
 ) -> Result<serde_json::Value> {
     let home = Home::new(home.unwrap_or_else(Home::default_root));
-    let key = Keyring::new(home.keyring())
-        .secret(from)
-        .with_context(|| format!("key {from:?} of {}", home.keyring().display()))?;
+    let key = crate::keys_cmd::secret_key(&home, from)?;
     let msg = msg(&key)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -226,14 +226,7 @@ fn miners_train_submit_answer_and_the_aggregate_becomes_the_next_adapters() {
     assert_eq!(listed, "adapters.safetensors\ntraining_state.safetensors\n");
     // Nothing is left in the spools.
     for key in ["dev1", "dev2"] {
-        let address = ok(r3mes(home).args(["keys", "show", key]).output().unwrap());
-        let address = address
-            .lines()
-            .find_map(|l| l.strip_prefix("address:"))
-            .unwrap()
-            .trim()
-            .to_owned();
-        let spool = home.join("miner").join(&address);
+        let spool = home.join("miner").join(address_of(home, key));
         let pending = std::fs::read_dir(&spool)
             .unwrap()
             .filter(|e| {
@@ -246,6 +239,17 @@ fn miners_train_submit_answer_and_the_aggregate_becomes_the_next_adapters() {
             .count();
         assert_eq!(pending, 0, "{}", spool.display());
     }
+}
+
+/// The address of keyring key `key`.
+fn address_of(home: &Path, key: &str) -> String {
+    let shown = ok(r3mes(home).args(["keys", "show", key]).output().unwrap());
+    shown
+        .lines()
+        .find_map(|l| l.strip_prefix("address:"))
+        .unwrap()
+        .trim()
+        .to_owned()
 }
 
 /// A free local port (bound and released).
@@ -293,14 +297,7 @@ fn a_gradient_computed_while_the_node_dies_is_spooled_and_submitted_when_it_is_b
     let node = common::start(home, &[]);
     set_up(home, &node);
     let miner = miner(home, &node, "dev1", 1);
-    let address = ok(r3mes(home).args(["keys", "show", "dev1"]).output().unwrap());
-    let address = address
-        .lines()
-        .find_map(|l| l.strip_prefix("address:"))
-        .unwrap()
-        .trim()
-        .to_owned();
-    let spool = home.join("miner").join(address);
+    let spool = home.join("miner").join(address_of(home, "dev1"));
     // The moment the gradient is spooled, the node (and its IPFS) dies.
     let spooled = (0..60_000).find(|_| {
         let found = std::fs::read_dir(&spool).is_ok_and(|d| {
