@@ -315,10 +315,27 @@ async fn prepare(args: &DevnetArgs, home: &Home, work: &Path) -> Result<()> {
         &["model", "init", "--seed", "1", "--out", path(&model)],
     )
     .await?;
+    let entries = make_vault(&root, work, &model).await?;
+    eprintln!(
+        "devnet: built the corpus ({} shards), the model and a vault of {entries} entries",
+        manifest["shard_count"]
+    );
+    Ok(())
+}
+
+/// Writes `vault.json` (atomically): for the first chunk of every shard of
+/// the local dataset, the reference gradient of the model in `model` (a
+/// directory with `model.safetensors` and `adapters.safetensors`), as the
+/// validator computes it. Returns the number of entries.
+async fn make_vault(root: &Path, work: &Path, model: &Path) -> Result<usize> {
+    let local = work.join("dataset-local");
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(local.join("manifest.json"))?)?;
     let vault = work.join("vault.json");
     let tmp_vault = work.join("vault.json.partial");
     let _ = std::fs::remove_file(&tmp_vault);
     let shards = manifest["shards"].as_array().cloned().unwrap_or_default();
+    let mut entries = 0;
     for shard in &shards {
         let shard_id = shard["shard_id"].as_u64().unwrap_or_default();
         let Some(chunk) = shard["chunks"].as_array().and_then(|c| c.first()) else {
@@ -328,16 +345,15 @@ async fn prepare(args: &DevnetArgs, home: &Home, work: &Path) -> Result<()> {
         let chunk_file = local
             .join(format!("shard_{shard_id}"))
             .join(format!("chunk_{chunk_id}"));
-        let bytes = std::fs::read(&chunk_file)?;
-        let cid = chunk_cid(&bytes)?;
+        let cid = chunk_cid(&std::fs::read(&chunk_file)?)?;
         let reference = work.join(format!("reference_{shard_id}.pb"));
         r3mes(
-            &root,
+            root,
             &[
                 "miner",
                 "train",
                 "--model",
-                path(&model),
+                path(model),
                 "--chunk",
                 path(&chunk_file),
                 "--local-batch-size",
@@ -348,7 +364,7 @@ async fn prepare(args: &DevnetArgs, home: &Home, work: &Path) -> Result<()> {
         )
         .await?;
         r3mes(
-            &root,
+            root,
             &[
                 "vault",
                 "new",
@@ -366,14 +382,35 @@ async fn prepare(args: &DevnetArgs, home: &Home, work: &Path) -> Result<()> {
             ],
         )
         .await?;
+        entries += 1;
     }
     std::fs::rename(&tmp_vault, &vault)?;
-    eprintln!(
-        "devnet: built the corpus ({} shards), the model and a vault of {} entries",
-        shards.len(),
-        shards.len()
-    );
-    Ok(())
+    Ok(entries)
+}
+
+/// The validator's answer to a new model version: reference gradients of
+/// that version, so miners training from it are checked against it (the
+/// node reloads a changed vault file before its next block).
+async fn refresh_vault(root: PathBuf, work: PathBuf, url: String, api: String, version: u64) {
+    let outcome = async {
+        let client = NodeClient::connect(&url).await?;
+        let model = client
+            .model(Some(version))
+            .await?
+            .with_context(|| format!("model version {version}"))?;
+        let store = r3mes_kubo::KuboClient::new(&api)?;
+        let files = r3mes_client::models::ModelFiles::fetch(&store, &model).await?;
+        let dir = work.join(format!("model-v{version}"));
+        std::fs::create_dir_all(&dir)?;
+        std::fs::write(dir.join("model.safetensors"), &files.backbone)?;
+        std::fs::write(dir.join("adapters.safetensors"), &files.adapters)?;
+        make_vault(&root, &work, &dir).await
+    }
+    .await;
+    match outcome {
+        Ok(n) => tracing::info!("devnet: vault of {n} entries for model version {version}"),
+        Err(e) => eprintln!("devnet: refreshing the vault for model version {version}: {e:#}"),
+    }
 }
 
 /// `dataset build` of the corpus `files` into `out` (one chunk per shard),
@@ -517,7 +554,16 @@ async fn network(args: &DevnetArgs, home: &Home, work: &Path, url: &str, ipfs: &
         gradients: BTreeMap::new(),
         started: Instant::now(),
     }));
-    let watcher = tokio::spawn(watch(client.clone(), shared.clone()));
+    let watcher = tokio::spawn(watch(
+        client.clone(),
+        shared.clone(),
+        (
+            root.clone(),
+            work.to_path_buf(),
+            url.to_owned(),
+            ipfs.to_owned(),
+        ),
+    ));
     let bar = std::io::stderr().is_terminal().then(|| {
         let bar = indicatif::ProgressBar::new_spinner();
         bar.enable_steady_tick(Duration::from_millis(200));
@@ -571,12 +617,14 @@ async fn network(args: &DevnetArgs, home: &Home, work: &Path, url: &str, ipfs: &
         Instant::now() + Duration::from_millis(args.block_time_ms * (args.round_length + 20));
     tokio::time::sleep(Duration::from_millis(args.block_time_ms * 10)).await;
     while Instant::now() < deadline {
-        let expired = shared
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .summary
-            .gradient_records_expired;
-        if expired > 0 {
+        let done = {
+            let s = shared
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            s.summary.gradient_records_expired > 0
+                && s.summary.honest_verified >= s.summary.honest_on_chain
+        };
+        if done {
             break;
         }
         tokio::time::sleep(Duration::from_millis(args.block_time_ms)).await;
@@ -593,7 +641,11 @@ async fn network(args: &DevnetArgs, home: &Home, work: &Path, url: &str, ipfs: &
 }
 
 /// Counts the chain's events per round.
-async fn watch(client: NodeClient, shared: Arc<Mutex<Shared>>) -> Result<()> {
+async fn watch(
+    client: NodeClient,
+    shared: Arc<Mutex<Shared>>,
+    (root, work, url, api): (PathBuf, PathBuf, String, String),
+) -> Result<()> {
     let mut stream = client.subscribe(&[], None).await?;
     let mut last_height = 0;
     let mut round_started = Instant::now();
@@ -679,7 +731,18 @@ async fn watch(client: NodeClient, shared: Arc<Mutex<Shared>>) -> Result<()> {
                 }
             }
             event::Kind::Unpin(_) => s.summary.rounds.entry(round).or_default().unpinned += 1,
-            event::Kind::ModelRegistered(_) => s.summary.model_versions += 1,
+            event::Kind::ModelRegistered(m) => {
+                s.summary.model_versions += 1;
+                if m.version > 1 {
+                    tokio::spawn(refresh_vault(
+                        root.clone(),
+                        work.clone(),
+                        url.clone(),
+                        api.clone(),
+                        m.version,
+                    ));
+                }
+            }
             _ => {}
         }
     }

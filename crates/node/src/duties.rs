@@ -58,15 +58,25 @@ pub fn configure(
         .map_err(|e| Error::Config(format!("duties: {e}")))
 }
 
+/// The vault file's modification time, if it has one.
+fn modified(path: &std::path::Path) -> Option<std::time::SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
 /// Runs `duties` after every height `committed` announces, until `token`
-/// is cancelled.
+/// is cancelled. When `vault` names the vault file, a changed file is
+/// loaded before the next block's work (a validator refreshing its
+/// reference values for a new model version); a file that does not load
+/// keeps the old vault and is logged.
 pub async fn run(
     mut duties: Duties,
+    vault: Option<std::path::PathBuf>,
     keeper: Arc<Keeper>,
     admission: Admission,
     mut committed: watch::Receiver<u64>,
     token: CancellationToken,
 ) -> Result<()> {
+    let mut vault_mtime = vault.as_deref().and_then(modified);
     loop {
         tokio::select! {
             biased;
@@ -78,6 +88,21 @@ pub async fn run(
             }
         }
         let height = *committed.borrow_and_update();
+        if let Some(path) = &vault {
+            let now = modified(path);
+            if now != vault_mtime {
+                vault_mtime = now;
+                match Vault::load(path)
+                    .map_err(|e| e.to_string())
+                    .and_then(|v| duties.replace_vault(v).map_err(|e| e.to_string()))
+                {
+                    Ok(()) => tracing::info!(height, "reloaded the vault {}", path.display()),
+                    Err(e) => {
+                        tracing::warn!(height, "keeping the old vault: {}: {e}", path.display())
+                    }
+                }
+            }
+        }
         let report = duties.after_block(&keeper, height).await;
         for error in &report.errors {
             tracing::warn!(height, %error, "duty failed");

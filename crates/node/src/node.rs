@@ -157,6 +157,7 @@ pub async fn start(home: &Home, config: NodeConfig) -> Result<NodeHandle> {
             "duties",
             tokio::spawn(crate::duties::run(
                 duties,
+                config.duties.vault.clone(),
                 Arc::clone(&keeper),
                 admission,
                 committed_rx,

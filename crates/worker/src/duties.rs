@@ -175,6 +175,18 @@ impl Duties {
         })
     }
 
+    /// Replaces the verification duty's vault (a validator that computed
+    /// reference gradients for a new model version). The new vault must be
+    /// valid; gradients already verified stay verified.
+    pub fn replace_vault(&mut self, vault: Vault) -> Result<()> {
+        let Some(v) = &mut self.verifier else {
+            return Err(Error::Config("the verification duty is not running".into()));
+        };
+        vault.validate().map_err(|e| Error::Config(e.to_string()))?;
+        v.vault = vault;
+        Ok(())
+    }
+
     /// The responder's address, if that duty runs.
     pub fn responder_address(&self) -> Option<Address> {
         self.responder
