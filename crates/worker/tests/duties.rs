@@ -192,3 +192,28 @@ fn bad_configurations_are_refused() {
     .expect("a vault breaking its rules is refused");
     assert!(err.to_string().contains("threshold_ppm"), "{err}");
 }
+
+#[test]
+fn a_vault_is_replaced_only_by_a_valid_one_and_only_with_the_duty() {
+    let (_repo, store) = content_store();
+    let (_, vault) = gradient_and_vault();
+    let mut without = Duties::new(DutiesConfig {
+        responder: Some(ResponderConfig::new(key(2), store.clone())),
+        ..DutiesConfig::new()
+    })
+    .unwrap();
+    let err = without.replace_vault(vault.clone()).unwrap_err();
+    assert!(err.to_string().contains("not running"), "{err}");
+    let mut duties = Duties::new(DutiesConfig {
+        verifier: Some(verifier_role(1, vault.clone(), &store)),
+        ..DutiesConfig::new()
+    })
+    .unwrap();
+    let mut broken = vault.clone();
+    broken.entries[0].threshold_ppm = 2_000_000;
+    let err = duties.replace_vault(broken).unwrap_err();
+    assert!(err.to_string().contains("threshold_ppm"), "{err}");
+    let mut renewed = vault;
+    renewed.entries[0].id = "chunk-1-v2".into();
+    duties.replace_vault(renewed).unwrap();
+}
