@@ -19,9 +19,9 @@ use crate::{Error, Result};
 /// The metadata key holding the adapter configuration.
 pub const LORA_METADATA_KEY: &str = "r3mes.lora";
 /// Largest safetensors header accepted.
-pub(crate) const MAX_HEADER_BYTES: u64 = 1 << 20;
+pub const MAX_HEADER_BYTES: u64 = 1 << 20;
 /// Most tensors a file may hold.
-pub(crate) const MAX_TENSORS: usize = 1 << 16;
+pub const MAX_TENSORS: usize = 1 << 16;
 
 /// Storage precision of the adapters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,12 +75,15 @@ pub struct AdapterFile {
     pub adapters: BTreeMap<String, AdapterParams>,
 }
 
-/// Parses a safetensors file after checking its header length against the
-/// limit (the crate would otherwise allocate what a hostile length asks).
-pub(crate) fn parse_safetensors(
+/// Parses a safetensors file after checking its header length against
+/// [`MAX_HEADER_BYTES`] (the crate would otherwise allocate what a hostile
+/// length asks) and its tensor count against [`MAX_TENSORS`]; returns the
+/// tensors and the `__metadata__` entries. `err` makes the caller's error
+/// from a message (the miner's model files use it too).
+pub fn parse_safetensors<E>(
     bytes: &[u8],
-    err: fn(String) -> Error,
-) -> Result<(SafeTensors<'_>, BTreeMap<String, String>)> {
+    err: fn(String) -> E,
+) -> std::result::Result<(SafeTensors<'_>, BTreeMap<String, String>), E> {
     let Some(len) = bytes.get(..8) else {
         return Err(err(format!("{} bytes, shorter than a header", bytes.len())));
     };

@@ -28,7 +28,10 @@ mod aggregate;
 mod error;
 mod state;
 
-pub use adapters::{AdapterFile, AdapterParams, LORA_METADATA_KEY, Precision};
+pub use adapters::{
+    AdapterFile, AdapterParams, LORA_METADATA_KEY, MAX_HEADER_BYTES, MAX_TENSORS, Precision,
+    parse_safetensors,
+};
 pub use aggregate::{
     AGGREGATE_MINER_ID, Aggregate, Aggregator, Contribution, Excluded, MAX_CONTRIBUTIONS, Manifest,
     ManifestEntry, aggregate, check_contribution,

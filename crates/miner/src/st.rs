@@ -9,14 +9,14 @@
 use std::collections::{BTreeMap, HashMap};
 
 pub(crate) use safetensors::Dtype;
-use safetensors::tensor::{SafeTensors, TensorView};
+use safetensors::tensor::TensorView;
 
 use crate::{Error, Result};
 
 /// Largest header accepted (the JSON after the 8-byte length).
-pub const MAX_HEADER_BYTES: u64 = 1 << 20;
+pub const MAX_HEADER_BYTES: u64 = r3mes_aggregate::MAX_HEADER_BYTES;
 /// Most tensors a file may hold.
-pub const MAX_TENSORS: usize = 1 << 16;
+pub const MAX_TENSORS: usize = r3mes_aggregate::MAX_TENSORS;
 
 /// One tensor as stored: dtype, shape and little-endian bytes.
 #[derive(Debug)]
@@ -32,30 +32,10 @@ pub(crate) struct Parsed<'a> {
     pub tensors: BTreeMap<String, Raw<'a>>,
 }
 
-/// Parses `bytes`; `err` wraps a message into the file kind's error.
+/// Parses `bytes` within the limits (`r3mes_aggregate::parse_safetensors`);
+/// `err` wraps a message into the file kind's error.
 pub(crate) fn parse(bytes: &[u8], err: fn(String) -> Error) -> Result<Parsed<'_>> {
-    let Some(len) = bytes.get(..8) else {
-        return Err(err(format!("{} bytes, shorter than a header", bytes.len())));
-    };
-    let mut n = [0u8; 8];
-    n.copy_from_slice(len);
-    let header = u64::from_le_bytes(n);
-    if header > MAX_HEADER_BYTES || header.saturating_add(8) > bytes.len() as u64 {
-        return Err(err(format!(
-            "header of {header} bytes (limit {MAX_HEADER_BYTES}, file {} bytes)",
-            bytes.len()
-        )));
-    }
-    let st = SafeTensors::deserialize(bytes).map_err(|e| err(e.to_string()))?;
-    if st.len() > MAX_TENSORS {
-        return Err(err(format!("{} tensors (limit {MAX_TENSORS})", st.len())));
-    }
-    let (_, meta) = SafeTensors::read_metadata(bytes).map_err(|e| err(e.to_string()))?;
-    let metadata = meta
-        .metadata()
-        .as_ref()
-        .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
-        .unwrap_or_default();
+    let (st, metadata) = r3mes_aggregate::parse_safetensors(bytes, err)?;
     let mut tensors = BTreeMap::new();
     for (name, view) in st.iter() {
         tensors.insert(
