@@ -676,14 +676,13 @@ impl Engine {
     }
 
     /// Deletes a submitted gradient from this miner's store (what a
-    /// withholding miner does): its MFS entry and its pin, then GC.
+    /// withholding miner does): its MFS entry and its pin, so the store's
+    /// next GC drops it. (No GC here: on a store shared with others, as in
+    /// the devnet, a GC every round stalls everyone's reads and writes.)
     async fn withhold(&self, round: u64, cid: &r3mes_ipfs::Cid) {
         let path = format!("/gradients/window_{round}/miner_{}", self.address);
         let _ = self.store.files_rm(&path, true, true).await;
         let _ = self.store.pin_rm(cid).await;
-        if let Err(e) = self.store.repo_gc().await {
-            tracing::warn!("withholding: GC: {e}");
-        }
     }
 
     /// Waits until challenges of a gradient included at `height` can no
