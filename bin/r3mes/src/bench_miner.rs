@@ -118,57 +118,24 @@ fn bench(args: &MinerBench, home: &Path, url: &str, ipfs: &str) -> Result<()> {
         .filter(|p| p.extension().is_some_and(|x| x == "txt"))
         .collect();
     files.sort();
-    let out = home.join("dataset");
-    let manifest: serde_json::Value = serde_json::from_str(&checked(
-        "dataset build",
-        r3mes(home)?
-            .args(["dataset", "build"])
-            .args(&files)
-            .args(["--name", "bench", "--json", "--api", ipfs, "--out"])
-            .arg(&out)
-            .output(),
-    )?)?;
-    let hash = manifest["dataset_hash"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
-    checked(
-        "dataset propose",
-        r3mes(home)?
-            .args(["dataset", "propose"])
-            .arg(&out)
-            .args(["--from", "dev1", "--node", url])
-            .output(),
-    )?;
-    checked(
-        "approve-dataset",
-        r3mes(home)?
-            .args([
-                "tx",
-                "approve-dataset",
-                "--from",
-                "validator",
-                &hash,
-                "--node",
-                url,
-            ])
-            .output(),
-    )?;
-    checked(
-        "model init",
-        r3mes(home)?
-            .args(["model", "init", "--out"])
-            .arg(home.join("model"))
-            .args(["--layers", &args.layers.to_string()])
-            .args([
-                "--dim",
-                &args.dim.to_string(),
-                "--heads",
-                &args.heads.to_string(),
-            ])
-            .args(["--api", ipfs, "--from", "validator", "--node", url])
-            .output(),
-    )?;
+    let (layers, dim, heads) = (
+        args.layers.to_string(),
+        args.dim.to_string(),
+        args.heads.to_string(),
+    );
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?
+        .block_on(crate::devnet::approve_dataset_and_register_model(
+            home,
+            home,
+            &files,
+            8,
+            &["--layers", &layers, "--dim", &dim, "--heads", &heads],
+            url,
+            ipfs,
+        ))?;
     let mined = checked(
         "miner run",
         r3mes(home)?

@@ -89,7 +89,7 @@ fn default_home() -> PathBuf {
 }
 
 /// Runs `r3mes ARGS` with `home` as the home; its stdout.
-async fn r3mes(home: &Path, args: &[&str]) -> Result<String> {
+pub(crate) async fn r3mes(home: &Path, args: &[&str]) -> Result<String> {
     let exe = std::env::current_exe().context("finding the r3mes binary")?;
     let out = tokio::process::Command::new(exe)
         .env("R3MES_HOME", home)
@@ -306,7 +306,7 @@ async fn prepare(args: &DevnetArgs, home: &Home, work: &Path) -> Result<()> {
     // CIDs and reference gradients before the node starts.
     let local = work.join("dataset-local");
     let _ = std::fs::remove_dir_all(&local);
-    let build = dataset_build(&files, &local, None);
+    let build = dataset_build(&files, &local, "1", None);
     let manifest: serde_json::Value = serde_json::from_str(&r3mes(&root, &build).await?)?;
     let model = work.join("model-local");
     let _ = std::fs::remove_dir_all(&model);
@@ -413,16 +413,81 @@ async fn refresh_vault(root: PathBuf, work: PathBuf, url: String, api: String, v
     }
 }
 
-/// `dataset build` of the corpus `files` into `out` (one chunk per shard),
-/// added to IPFS through `api` if given.
-fn dataset_build<'a>(files: &'a [PathBuf], out: &'a Path, api: Option<&'a str>) -> Vec<&'a str> {
+/// The network's governance as its users run it: `files` built into a
+/// dataset under `work/dataset` (`chunks_per_shard`), added to IPFS,
+/// proposed by dev1 and approved by the validator; then a model
+/// (`model init` with `model_args`) made under `work/model`, added and
+/// registered as version 1. Returns the dataset hash.
+pub(crate) async fn approve_dataset_and_register_model(
+    root: &Path,
+    work: &Path,
+    files: &[PathBuf],
+    chunks_per_shard: usize,
+    model_args: &[&str],
+    url: &str,
+    ipfs: &str,
+) -> Result<String> {
+    let ds = work.join("dataset");
+    let _ = std::fs::remove_dir_all(&ds);
+    let per_shard = chunks_per_shard.to_string();
+    let build = dataset_build(files, &ds, &per_shard, Some(ipfs));
+    let manifest: serde_json::Value = serde_json::from_str(&r3mes(root, &build).await?)?;
+    let hash = manifest["dataset_hash"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    r3mes(
+        root,
+        &[
+            "dataset",
+            "propose",
+            path(&ds),
+            "--from",
+            "dev1",
+            "--license",
+            "public-domain",
+            "--node",
+            url,
+        ],
+    )
+    .await?;
+    r3mes(
+        root,
+        &[
+            "tx",
+            "approve-dataset",
+            "--from",
+            "validator",
+            &hash,
+            "--node",
+            url,
+        ],
+    )
+    .await?;
+    let model = work.join("model");
+    let _ = std::fs::remove_dir_all(&model);
+    let mut init = vec!["model", "init", "--out", path(&model)];
+    init.extend_from_slice(model_args);
+    init.extend(["--api", ipfs, "--from", "validator", "--node", url]);
+    r3mes(root, &init).await?;
+    Ok(hash)
+}
+
+/// `dataset build` of the corpus `files` into `out` (`per_shard` chunks per
+/// shard), added to IPFS through `api` if given.
+fn dataset_build<'a>(
+    files: &'a [PathBuf],
+    out: &'a Path,
+    per_shard: &'a str,
+    api: Option<&'a str>,
+) -> Vec<&'a str> {
     let mut args = vec![
         "dataset",
         "build",
         "--name",
         "corpus",
         "--chunks-per-shard",
-        "1",
+        per_shard,
         "--json",
     ];
     if let Some(api) = api {
@@ -447,64 +512,18 @@ async fn network(args: &DevnetArgs, home: &Home, work: &Path, url: &str, ipfs: &
     let root = home.root().to_path_buf();
     let client = NodeClient::connect(url).await?;
     if client.model(None).await?.is_none() {
-        let ds = work.join("dataset");
-        let _ = std::fs::remove_dir_all(&ds);
         let corpus: Vec<PathBuf> = CORPUS
             .iter()
             .map(|(n, _)| work.join("corpus").join(n))
             .collect();
-        let build = dataset_build(&corpus, &ds, Some(ipfs));
-        let manifest: serde_json::Value = serde_json::from_str(&r3mes(&root, &build).await?)?;
-        let hash = manifest["dataset_hash"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned();
-        r3mes(
+        let hash = approve_dataset_and_register_model(
             &root,
-            &[
-                "dataset",
-                "propose",
-                path(&ds),
-                "--from",
-                "dev1",
-                "--license",
-                "public-domain",
-                "--node",
-                url,
-            ],
-        )
-        .await?;
-        r3mes(
-            &root,
-            &[
-                "tx",
-                "approve-dataset",
-                "--from",
-                "validator",
-                &hash,
-                "--node",
-                url,
-            ],
-        )
-        .await?;
-        let model = work.join("model");
-        let _ = std::fs::remove_dir_all(&model);
-        r3mes(
-            &root,
-            &[
-                "model",
-                "init",
-                "--seed",
-                "1",
-                "--out",
-                path(&model),
-                "--api",
-                ipfs,
-                "--from",
-                "validator",
-                "--node",
-                url,
-            ],
+            work,
+            &corpus,
+            1,
+            &["--seed", "1"],
+            url,
+            ipfs,
         )
         .await?;
         eprintln!("devnet: dataset {hash} approved, model version 1 registered");
@@ -529,9 +548,11 @@ async fn network(args: &DevnetArgs, home: &Home, work: &Path, url: &str, ipfs: &
             node: url.to_owned(),
             api: ipfs.to_owned(),
             spool: root.join("miner").join(&address),
-            local_batch_size: Some(16),
-            memory_budget: None,
-            seq_len: r3mes_miner::DEFAULT_SEQ_LEN,
+            batching: crate::miner_cmd::Batching {
+                local_batch_size: Some(16),
+                memory_budget: None,
+                seq_len: r3mes_miner::DEFAULT_SEQ_LEN,
+            },
             rounds: Some(args.rounds),
             max_chunks: Some(1),
             poll: Duration::from_millis(100),

@@ -11,12 +11,41 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use clap::Subcommand;
+use clap::{Args, Subcommand};
 use r3mes_client::{NodeClient, Responder};
 use r3mes_ipfs::ContentStore;
 use r3mes_ipfs_http::ShutdownSignals;
 use r3mes_kubo::KuboClient;
 use r3mes_node::home::Home;
+
+/// How a chunk is cut into micro-batches (`miner train` and `miner run`).
+#[derive(Args, Clone, Copy, Debug)]
+pub struct Batching {
+    /// Sequences per micro-batch (default: derived from --memory-budget, else 1).
+    #[arg(long, conflicts_with = "memory_budget")]
+    pub local_batch_size: Option<usize>,
+    /// Memory for activations, MiB, from which the micro-batch size is derived.
+    #[arg(long)]
+    pub memory_budget: Option<u64>,
+    /// Tokens per sequence (divides 2048).
+    #[arg(long, default_value_t = r3mes_miner::DEFAULT_SEQ_LEN)]
+    pub seq_len: usize,
+}
+
+impl Batching {
+    /// The chunk processor for a model of shape `config`.
+    pub fn processor(
+        &self,
+        config: &r3mes_miner::BackboneConfig,
+    ) -> r3mes_miner::Result<r3mes_miner::ChunkProcessor> {
+        use r3mes_miner::ChunkProcessor;
+        match (self.local_batch_size, self.memory_budget) {
+            (Some(b), _) => ChunkProcessor::new(self.seq_len, b),
+            (None, Some(mb)) => ChunkProcessor::with_memory_budget(config, self.seq_len, mb),
+            (None, None) => ChunkProcessor::new(self.seq_len, 1),
+        }
+    }
+}
 
 #[derive(Subcommand)]
 pub enum MinerCommand {
@@ -28,15 +57,8 @@ pub enum MinerCommand {
         /// A chunk file (`R3CHUNK1`, from `r3mes dataset build`).
         #[arg(long)]
         chunk: PathBuf,
-        /// Sequences per micro-batch (default: derived from --memory-budget, else 1).
-        #[arg(long, conflicts_with = "memory_budget")]
-        local_batch_size: Option<usize>,
-        /// Memory for activations, MiB, from which the micro-batch size is derived.
-        #[arg(long)]
-        memory_budget: Option<u64>,
-        /// Tokens per sequence (divides 2048).
-        #[arg(long, default_value_t = r3mes_miner::DEFAULT_SEQ_LEN)]
-        seq_len: usize,
+        #[command(flatten)]
+        batching: Batching,
         /// The miner's address, written into the gradient.
         #[arg(long, default_value = "")]
         miner: String,
@@ -64,15 +86,8 @@ pub enum MinerCommand {
         /// Home whose keyring holds the key (default: $R3MES_HOME or ~/.r3mes).
         #[arg(long)]
         home: Option<PathBuf>,
-        /// Sequences per micro-batch (default: derived from --memory-budget, else 1).
-        #[arg(long, conflicts_with = "memory_budget")]
-        local_batch_size: Option<usize>,
-        /// Memory for activations, MiB, from which the micro-batch size is derived.
-        #[arg(long)]
-        memory_budget: Option<u64>,
-        /// Tokens per sequence (divides 2048).
-        #[arg(long, default_value_t = r3mes_miner::DEFAULT_SEQ_LEN)]
-        seq_len: usize,
+        #[command(flatten)]
+        batching: Batching,
         /// Spool directory for computed gradients (default: HOME/miner/ADDRESS).
         #[arg(long)]
         spool: Option<PathBuf>,
@@ -119,9 +134,7 @@ pub fn run(cmd: MinerCommand) -> Result<()> {
         MinerCommand::Train {
             model,
             chunk,
-            local_batch_size,
-            memory_budget,
-            seq_len,
+            batching,
             miner,
             shard,
             window,
@@ -129,9 +142,7 @@ pub fn run(cmd: MinerCommand) -> Result<()> {
         } => train(&TrainArgs {
             model,
             chunk,
-            local_batch_size,
-            memory_budget,
-            seq_len,
+            batching,
             info: r3mes_miner::UpdateInfo {
                 miner_id: miner,
                 data_shard_id: shard,
@@ -147,9 +158,7 @@ pub fn run(cmd: MinerCommand) -> Result<()> {
             node,
             api,
             home,
-            local_batch_size,
-            memory_budget,
-            seq_len,
+            batching,
             spool,
             rounds,
             max_chunks,
@@ -168,9 +177,7 @@ pub fn run(cmd: MinerCommand) -> Result<()> {
                 node,
                 api,
                 spool,
-                local_batch_size,
-                memory_budget,
-                seq_len,
+                batching,
                 rounds,
                 max_chunks,
                 poll: Duration::from_millis(poll_ms.max(10)),
@@ -215,9 +222,7 @@ pub fn run(cmd: MinerCommand) -> Result<()> {
 struct TrainArgs {
     model: PathBuf,
     chunk: PathBuf,
-    local_batch_size: Option<usize>,
-    memory_budget: Option<u64>,
-    seq_len: usize,
+    batching: Batching,
     info: r3mes_miner::UpdateInfo,
     out: PathBuf,
 }
@@ -238,15 +243,7 @@ fn train(args: &TrainArgs) -> Result<()> {
     let chunk =
         r3mes_dataset::decode_chunk(&bytes).with_context(|| format!("{}", args.chunk.display()))?;
     let tokens: Vec<u32> = chunk.tokens().iter().map(|t| u32::from(*t)).collect();
-    let processor = match (args.local_batch_size, args.memory_budget) {
-        (Some(b), _) => r3mes_miner::ChunkProcessor::new(args.seq_len, b)?,
-        (None, Some(mb)) => r3mes_miner::ChunkProcessor::with_memory_budget(
-            model.backbone().config(),
-            args.seq_len,
-            mb,
-        )?,
-        (None, None) => r3mes_miner::ChunkProcessor::new(args.seq_len, 1)?,
-    };
+    let processor = args.batching.processor(model.backbone().config())?;
     let started = std::time::Instant::now();
     let result = processor.process_chunk(&model, &tokens, Some(chunk.mask()))?;
     let seconds = started.elapsed().as_secs_f64();

@@ -32,7 +32,7 @@ use r3mes_client::{NodeClient, Responder};
 use r3mes_ipfs::{AddSource, ContentStore, cids};
 use r3mes_ipfs_http::ShutdownSignals;
 use r3mes_kubo::KuboClient;
-use r3mes_miner::{Backbone, ChunkGradient, ChunkProcessor, LoraAdapters, Model, UpdateInfo};
+use r3mes_miner::{Backbone, ChunkGradient, LoraAdapters, Model, UpdateInfo};
 use r3mes_tensor::Format;
 use serde::{Deserialize, Serialize};
 
@@ -46,9 +46,7 @@ pub struct RunOptions {
     pub node: String,
     pub api: String,
     pub spool: PathBuf,
-    pub local_batch_size: Option<usize>,
-    pub memory_budget: Option<u64>,
-    pub seq_len: usize,
+    pub batching: crate::miner_cmd::Batching,
     pub rounds: Option<u64>,
     pub max_chunks: Option<usize>,
     pub poll: Duration,
@@ -508,15 +506,7 @@ impl Engine {
         let received = Instant::now();
         let received_unix_ms = unix_ms();
         let (version, model) = self.load_model(client, round).await?;
-        let processor = match (self.options.local_batch_size, self.options.memory_budget) {
-            (Some(b), _) => ChunkProcessor::new(self.options.seq_len, b)?,
-            (None, Some(mb)) => ChunkProcessor::with_memory_budget(
-                model.backbone().config(),
-                self.options.seq_len,
-                mb,
-            )?,
-            (None, None) => ChunkProcessor::new(self.options.seq_len, 1)?,
-        };
+        let processor = self.options.batching.processor(model.backbone().config())?;
         let bar = progress(chunks.len() as u64, round_id);
         let mut gradients = Vec::with_capacity(chunks.len());
         let started = Instant::now();
