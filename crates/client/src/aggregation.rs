@@ -30,7 +30,7 @@ use r3mes_tensor::{Limits, LoRAGradientUpdate};
 use sha2::{Digest, Sha256};
 
 use crate::content::fetch_file;
-use crate::models::{ModelFiles, model_for_round};
+use crate::models::{ModelFiles, fetch_metadata, model_for_round};
 use crate::{Error, NodeClient, Result};
 
 /// Largest gradient file an aggregator fetches.
@@ -329,6 +329,7 @@ pub async fn last_aggregated_round(
     let Some(model) = client.model(None).await? else {
         return Ok(None);
     };
-    let files = ModelFiles::fetch(store, &model).await?;
-    Ok(files.metadata["round"].as_u64())
+    // Only metadata.json: the backbone and adapters are not needed here.
+    let (_, metadata) = fetch_metadata(store, &model).await?;
+    Ok(metadata["round"].as_u64())
 }

@@ -76,25 +76,7 @@ impl ModelFiles {
     pub async fn fetch(store: &dyn ContentStore, model: &ModelVersion) -> Result<Self> {
         let missing =
             |what: &str| Error::Missing(format!("model version {} has no {what}", model.version));
-        if model.metadata_hash.is_empty() {
-            return Err(missing("metadata_hash"));
-        }
-        let metadata_bytes =
-            fetch_file(store, &cid(&model.metadata_hash)?, MAX_MODEL_FILE_BYTES).await?;
-        if Sha256::digest(&metadata_bytes).as_slice() != model.checksum.as_slice() {
-            return Err(Error::Content {
-                cid: model.metadata_hash.clone(),
-                reason: format!(
-                    "metadata.json does not match model version {}'s checksum",
-                    model.version
-                ),
-            });
-        }
-        let metadata: serde_json::Value =
-            serde_json::from_slice(&metadata_bytes).map_err(|e| Error::Content {
-                cid: model.metadata_hash.clone(),
-                reason: format!("metadata.json is not JSON: {e}"),
-            })?;
+        let (metadata_bytes, metadata) = fetch_metadata(store, model).await?;
         let backbone = fetch_in_directory(
             store,
             &cid(&model.backbone_hash)?,
@@ -161,6 +143,35 @@ impl ModelFiles {
             .as_str()
             .unwrap_or_default()
     }
+}
+
+/// A model version's `metadata.json`, checked against the record's
+/// checksum: its bytes and its JSON.
+pub async fn fetch_metadata(
+    store: &dyn ContentStore,
+    model: &ModelVersion,
+) -> Result<(Bytes, serde_json::Value)> {
+    if model.metadata_hash.is_empty() {
+        return Err(Error::Missing(format!(
+            "model version {} has no metadata_hash",
+            model.version
+        )));
+    }
+    let bytes = fetch_file(store, &cid(&model.metadata_hash)?, MAX_MODEL_FILE_BYTES).await?;
+    if Sha256::digest(&bytes).as_slice() != model.checksum.as_slice() {
+        return Err(Error::Content {
+            cid: model.metadata_hash.clone(),
+            reason: format!(
+                "metadata.json does not match model version {}'s checksum",
+                model.version
+            ),
+        });
+    }
+    let json = serde_json::from_slice(&bytes).map_err(|e| Error::Content {
+        cid: model.metadata_hash.clone(),
+        reason: format!("metadata.json is not JSON: {e}"),
+    })?;
+    Ok((bytes, json))
 }
 
 fn cid(text: &str) -> Result<Cid> {
