@@ -84,6 +84,63 @@ async fn add_then_cat_round_trips_with_ranges_and_stats() {
 }
 
 #[tokio::test]
+async fn cat_resolves_paths_inside_directories() {
+    let node = Node::start().await;
+    let data = content(300_000, 7);
+    let response = node.upload("add", "", "chunk_0", data.clone()).await;
+    let line: Value = response.json().await.unwrap();
+    let file = line["Hash"].as_str().unwrap().to_string();
+    for (command, query) in [
+        ("files/mkdir", "arg=/shard".to_string()),
+        ("files/cp", format!("arg=/ipfs/{file}&arg=/shard/chunk_0")),
+    ] {
+        assert_eq!(node.rpc(command, &query).await.status(), 200, "{command}");
+    }
+    let stat: Value = node
+        .rpc("files/stat", "arg=/shard")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let directory = stat["Hash"].as_str().unwrap().to_string();
+    for arg in [
+        format!("/ipfs/{directory}/chunk_0"),
+        format!("{directory}/chunk_0"),
+        format!("/ipfs/{directory}//chunk_0/"),
+    ] {
+        let response = node.rpc("cat", &format!("arg={arg}&offset=10")).await;
+        assert_eq!(response.status(), 200, "{arg}");
+        assert_eq!(&response.bytes().await.unwrap()[..], &data[10..], "{arg}");
+    }
+    let response = node
+        .rpc("cat", &format!("arg=/ipfs/{directory}/chunk_9"))
+        .await;
+    assert_eq!(response.status(), 500);
+    let body: Value = response.json().await.unwrap();
+    assert!(
+        body["Message"]
+            .as_str()
+            .unwrap()
+            .contains("no link named \"chunk_9\""),
+        "{body}"
+    );
+    let response = node.rpc("cat", &format!("arg=/ipfs/{file}/x")).await;
+    let body: Value = response.json().await.unwrap();
+    assert!(
+        body["Message"]
+            .as_str()
+            .unwrap()
+            .contains("is not a directory"),
+        "{body}"
+    );
+    // Other commands still take CIDs only.
+    let response = node
+        .rpc("pin/add", &format!("arg=/ipfs/{directory}/chunk_0"))
+        .await;
+    assert_eq!(response.status(), 400);
+}
+
+#[tokio::test]
 async fn add_options_change_the_cid_as_kubo_does() {
     let node = Node::start().await;
     let data = content(600_000, 3);

@@ -13,7 +13,7 @@ use serde_json::json;
 
 use super::{
     ApiError, ApiResult, X_CONTENT_LENGTH, X_R3MES_BLOCKS, X_R3MES_BYTES, blocking, cid_arg,
-    cid_args, count, flag, json, json_line, ndjson,
+    cid_args, count, flag, json, json_line, ndjson, path_args,
 };
 use crate::query::QueryPairs;
 use crate::stream::stream_body;
@@ -27,17 +27,18 @@ use r3mes_ipfs::reader::{RangePlan, plan_range};
 /// block that turns out corrupt while streaming cuts the connection.
 pub async fn cat(State(repo): State<Repo>, RawQuery(query): RawQuery) -> ApiResult {
     let query = QueryPairs::parse(query.as_deref());
-    let targets = cid_args("cat", &query, "ipfs-path")?;
+    let targets = path_args("cat", &query, "ipfs-path")?;
     let offset = count(&query, &["offset", "o"])?.unwrap_or(0);
     let length = count(&query, &["length", "l"])?;
     let plans = blocking("cat", &repo, move |repo| {
         let mut offset = offset;
         let mut remaining = length;
         let mut plans: Vec<(Cid, RangePlan)> = Vec::new();
-        for cid in targets {
+        for (root, path) in targets {
             if remaining == Some(0) && !plans.is_empty() {
                 break;
             }
+            let cid = repo.resolve_path(&root, &path)?;
             let plan = plan_range(repo.store(), &cid, offset, remaining)?;
             offset = offset.saturating_sub(plan.file_size);
             remaining = remaining.map(|r| r - plan.len());

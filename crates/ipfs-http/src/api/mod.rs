@@ -285,6 +285,19 @@ fn count(query: &QueryPairs, names: &[&str]) -> ApiResult<Option<u64>> {
 /// Parses one CID argument: a CID, or `/ipfs/<cid>`. Paths inside a DAG and
 /// IPNS names are refused with a clear reason.
 fn cid_arg(command: &str, text: &str) -> ApiResult<Cid> {
+    let (cid, rest) = path_arg(command, text)?;
+    if !rest.trim_matches('/').is_empty() {
+        return Err(ApiError::bad(format!(
+            "{command}: {text:?}: paths inside a DAG are not supported; name the CID itself"
+        )));
+    }
+    Ok(cid)
+}
+
+/// Parses one IPFS path argument: a CID or `/ipfs/<cid>`, optionally
+/// followed by `/name/...` inside the DAG (returned as the second part, for
+/// [`r3mes_ipfs::Repo::resolve_path`]). IPNS names are refused.
+fn path_arg(command: &str, text: &str) -> ApiResult<(Cid, String)> {
     let trimmed = text.trim();
     if trimmed.starts_with("/ipns/") {
         return Err(ApiError::bad(format!(
@@ -292,26 +305,27 @@ fn cid_arg(command: &str, text: &str) -> ApiResult<Cid> {
         )));
     }
     let bare = trimmed.strip_prefix("/ipfs/").unwrap_or(trimmed);
-    if let Some((_, rest)) = bare.split_once('/')
-        && !rest.trim_matches('/').is_empty()
-    {
-        return Err(ApiError::bad(format!(
-            "{command}: {text:?}: paths inside a DAG are not supported; name the CID itself"
-        )));
-    }
-    cids::parse(trimmed).map_err(|e| ApiError::repo(command, e))
+    let (cid, rest) = bare.split_once('/').unwrap_or((bare, ""));
+    let cid = cids::parse(cid).map_err(|e| ApiError::repo(command, e))?;
+    Ok((cid, rest.to_string()))
 }
 
 /// Every `arg` as a CID; at least one is required (`name` is Kubo's name for it).
 fn cid_args(command: &str, query: &QueryPairs, name: &str) -> ApiResult<Vec<Cid>> {
-    let cids = query
-        .all("arg")
-        .map(|a| cid_arg(command, a))
-        .collect::<ApiResult<Vec<_>>>()?;
-    if cids.is_empty() {
+    required(name, query.all("arg").map(|a| cid_arg(command, a)))
+}
+
+/// Every `arg` as an IPFS path (see [`path_arg`]); at least one is required.
+fn path_args(command: &str, query: &QueryPairs, name: &str) -> ApiResult<Vec<(Cid, String)>> {
+    required(name, query.all("arg").map(|a| path_arg(command, a)))
+}
+
+fn required<T>(name: &str, args: impl Iterator<Item = ApiResult<T>>) -> ApiResult<Vec<T>> {
+    let args = args.collect::<ApiResult<Vec<_>>>()?;
+    if args.is_empty() {
         return Err(ApiError::bad(format!("argument {name:?} is required")));
     }
-    Ok(cids)
+    Ok(args)
 }
 
 #[cfg(test)]
@@ -349,7 +363,7 @@ mod tests {
             cid_arg("cat", &format!("/ipfs/{v0}/")).unwrap().to_string(),
             v0
         );
-        let err = cid_arg("cat", &format!("/ipfs/{v0}/a/b")).unwrap_err();
+        let err = cid_arg("pin/add", &format!("/ipfs/{v0}/a/b")).unwrap_err();
         assert!(
             err.message.contains("paths inside a DAG"),
             "{}",
