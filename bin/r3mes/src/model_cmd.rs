@@ -8,6 +8,11 @@
 //! `metadata.json`), and with `--from` registered on the node
 //! (`MsgRegisterModel`: backbone CID, one adapter reference per adapted
 //! projection, sha256 of metadata.json as the checksum).
+//!
+//! `r3mes model fetch`: the files of a registered version (or of the version
+//! a round trains from), checked against the chain's checksum and their CIDs,
+//! written in the layout `miner train --model` reads, so a miner in another
+//! language can use r3mes as its trainer.
 
 use std::path::{Path, PathBuf};
 
@@ -72,10 +77,37 @@ pub struct ModelInitArgs {
 pub enum ModelCommand {
     /// Make a small deterministic backbone and LoRA adapters; add and register them.
     Init(ModelInitArgs),
+    /// Fetch and check a registered version's files (the one a round trains
+    /// from with --round, else --version, else the latest).
+    Fetch(ModelFetchArgs),
+}
+
+#[derive(Args)]
+pub struct ModelFetchArgs {
+    /// The version the round trains from (the newest registered at or before
+    /// the round's start).
+    #[arg(long, conflicts_with = "version")]
+    round: Option<u64>,
+    /// This version.
+    #[arg(long)]
+    version: Option<u64>,
+    /// Output directory (model.safetensors, adapters.safetensors,
+    /// metadata.json, and training_state.safetensors if the version has one).
+    #[arg(long)]
+    out: PathBuf,
+    /// The node's gRPC address.
+    #[arg(long, default_value = "http://127.0.0.1:9090")]
+    node: String,
+    /// The IPFS API the files are read from.
+    #[arg(long, default_value = "http://127.0.0.1:5001")]
+    api: String,
 }
 
 pub fn run(command: ModelCommand) -> Result<()> {
-    let ModelCommand::Init(args) = command;
+    let args = match command {
+        ModelCommand::Init(args) => args,
+        ModelCommand::Fetch(args) => return fetch(&args),
+    };
     if args.from.is_some() && args.api.is_none() {
         bail!("--from registers the model's CIDs: add the files with --api URL too");
     }
@@ -231,6 +263,50 @@ fn load_backbone(
         "ignored": import.ignored,
     });
     Ok((backbone, source))
+}
+
+fn fetch(args: &ModelFetchArgs) -> Result<()> {
+    use r3mes_client::NodeClient;
+    use r3mes_client::models::{ModelFiles, model_for_round};
+    let store = KuboClient::new(&args.api).with_context(|| format!("IPFS API {}", args.api))?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let files = runtime.block_on(async {
+        let client = NodeClient::connect(&args.node).await?;
+        let record = match args.round {
+            Some(id) => {
+                let round = client
+                    .round(Some(id))
+                    .await?
+                    .with_context(|| format!("round {id} has not started"))?;
+                model_for_round(&client, &round).await?
+            }
+            None => client.model(args.version).await?.with_context(|| match args.version {
+                Some(v) => format!("model version {v} is not registered"),
+                None => "no model version is registered".to_string(),
+            })?,
+        };
+        anyhow::Ok(ModelFiles::fetch(&store, &record).await?)
+    })?;
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("creating {}", args.out.display()))?;
+    write(&args.out.join("model.safetensors"), &files.backbone)?;
+    write(&args.out.join("adapters.safetensors"), &files.adapters)?;
+    write(&args.out.join("metadata.json"), &files.metadata_bytes)?;
+    if let Some(state) = &files.training_state {
+        write(&args.out.join("training_state.safetensors"), state)?;
+    }
+    let report = serde_json::json!({
+        "version": files.model.version,
+        "out": args.out,
+        "backbone_cid": files.model.backbone_hash,
+        "backbone_sha256": files.backbone_sha256(),
+        "training_state": files.training_state.is_some(),
+    });
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    Ok(())
 }
 
 fn write(path: &Path, bytes: &[u8]) -> Result<()> {

@@ -133,6 +133,15 @@ async fn cat_resolves_paths_inside_directories() {
             .contains("is not a directory"),
         "{body}"
     );
+    // `files stat` takes IPFS paths too, as Kubo's does.
+    let stat: Value = node
+        .rpc("files/stat", &format!("arg=/ipfs/{directory}/chunk_0"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(stat["Hash"], file.as_str());
+    assert_eq!(stat["Size"], data.len());
     // Other commands still take CIDs only.
     let response = node
         .rpc("pin/add", &format!("arg=/ipfs/{directory}/chunk_0"))

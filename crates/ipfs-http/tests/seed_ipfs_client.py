@@ -1,50 +1,20 @@
 """The seed's Python IPFSClient, run against the embedded daemon.
 
-The class below is copied verbatim from the seed (r3mes-data-management.md,
-"IPFS Integration Architecture", "IPFS Client Implementation"). The harness
-after it uploads a deterministic gradient dictionary with `add_gradients`,
-prints the CID the daemon answered, and writes the exact bytes that were
-uploaded (gzip stamps the time, so the test must hash these very bytes).
+It imports the class copied verbatim from the seed (r3mes-data-management.md,
+"IPFS Integration Architecture", "IPFS Client Implementation") in
+examples/python/ipfs_client.py, uploads a deterministic gradient dictionary
+with `add_gradients`, prints the CID the daemon answered, and writes the
+exact bytes that were uploaded (gzip stamps the time, so the test must hash these very bytes).
 
 Usage: seed_ipfs_client.py <api port> <file for the uploaded bytes>
 """
 
+import os
 import sys
 
-import requests
-
-class IPFSClient:
-    def __init__(self, ipfs_host="localhost", ipfs_port=5001):
-        self.ipfs_host = ipfs_host
-        self.ipfs_port = ipfs_port
-        self.base_url = f"http://{ipfs_host}:{ipfs_port}/api/v0"
-        
-    def add_gradients(self, gradient_data):
-        """Upload gradient data directly to IPFS (active role)"""
-        # Serialize gradient data
-        serialized_data = self.serialize_gradients(gradient_data)
-        
-        # Upload to IPFS
-        files = {'file': ('gradient.bin', serialized_data, 'application/octet-stream')}
-        response = requests.post(f"{self.base_url}/add", files=files)
-        
-        if response.status_code == 200:
-            result = response.json()
-            ipfs_hash = result['Hash']  # CID (Content Identifier)
-            return ipfs_hash
-        else:
-            raise Exception(f"IPFS upload failed: {response.text}")
-    
-    def serialize_gradients(self, gradient_data):
-        """Serialize gradient data for IPFS storage"""
-        import pickle
-        import gzip
-        
-        # Compress gradient data
-        serialized = pickle.dumps(gradient_data)
-        compressed = gzip.compress(serialized)
-        
-        return compressed
+# The seed's class, verbatim, lives with the Python miner example.
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "..", "examples", "python"))
+from ipfs_client import IPFSClient  # noqa: E402
 
 
 class RecordingClient(IPFSClient):

@@ -1,5 +1,5 @@
 //! The seed's Python miner code (`IPFSClient.add_gradients`, copied verbatim
-//! into `seed_ipfs_client.py`) against the embedded daemon: it must get the
+//! into `examples/python/ipfs_client.py`, driven by `seed_ipfs_client.py`) against the embedded daemon: it must get the
 //! CID r3mes-ipfs computes for the bytes it uploaded. Skipped when python3 or
 //! its `requests` module is missing.
 

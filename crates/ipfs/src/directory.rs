@@ -38,6 +38,36 @@ pub fn empty_directory_cid() -> Cid {
     cids::dag_pb_cid(0, cids::sha256_multihash(&EMPTY_DIRECTORY_BLOCK))
 }
 
+/// The node an IPFS path names: `root`, then each `/`-separated name of
+/// `names` looked up in the UnixFS directory reached so far (Kubo's path
+/// resolution, `/ipfs/CID/a/b`). Empty segments are skipped, so `""` names
+/// `root`. A name missing gives Kubo's "no link named" message; going
+/// through a file gives [`Error::NotADirectory`].
+pub fn resolve_path(
+    block: &mut dyn FnMut(&Cid) -> Result<Vec<u8>>,
+    root: &Cid,
+    names: &str,
+) -> Result<Cid> {
+    let mut current = *root;
+    let mut walked = format!("/ipfs/{root}");
+    for name in names.split('/').filter(|s| !s.is_empty()) {
+        let directory = match Directory::decode(&current, &block(&current)?) {
+            Ok(d) => d,
+            Err(Error::InvalidDirectory { .. }) => {
+                return Err(Error::NotADirectory { path: walked });
+            }
+            Err(e) => return Err(e),
+        };
+        current = directory
+            .get(name)
+            .ok_or_else(|| Error::InvalidPath(format!("no link named {name:?} under {current}")))?
+            .cid;
+        walked.push('/');
+        walked.push_str(name);
+    }
+    Ok(current)
+}
+
 /// One entry of a directory: a name and the child it links to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DirEntry {

@@ -31,7 +31,7 @@ use cid::Cid;
 use crate::blockstore::BlockStore;
 use crate::directory::{
     DirEntry, Directory, EMPTY_DIRECTORY_BLOCK, EntryKind, NodeStat, check_name,
-    empty_directory_cid, stat_node,
+    empty_directory_cid, resolve_path, stat_node,
 };
 use crate::importer::ImportParams;
 use crate::reader::RangeReader;
@@ -264,10 +264,16 @@ impl Mfs {
     }
 
     /// `files stat`: hash, sizes, link count and kind of the node at `path`.
+    /// As Kubo's, it also takes an IPFS path, `/ipfs/CID[/names...]`.
     pub fn stat(&self, path: &str) -> Result<NodeStat> {
-        let path = MfsPath::parse(path)?;
         let mut work = Work::new(self.store(), self.root()?);
-        let cid = work.cid_at(path.parts())?;
+        let cid = match path.strip_prefix("/ipfs/") {
+            Some(rest) => {
+                let (first, names) = rest.split_once('/').unwrap_or((rest, ""));
+                resolve_path(&mut |c| work.block(c), &cids::parse(first)?, names)?
+            }
+            None => work.cid_at(MfsPath::parse(path)?.parts())?,
+        };
         let block = work.block(&cid)?;
         stat_node(&cid, &block)
     }
@@ -651,29 +657,17 @@ impl<'a> Work<'a> {
     /// as `tsize`) and the name it would take in a directory.
     fn resolve_source(&mut self, from: &str) -> Result<(DirEntry, String)> {
         let (cid, name) = if let Some(rest) = from.strip_prefix("/ipfs/") {
-            let mut names = rest.trim_end_matches('/').split('/');
-            let first = names.next().unwrap_or_default();
-            let mut cid = cids::parse(first)?;
-            let mut name = first.to_string();
-            for part in names {
+            let rest = rest.trim_end_matches('/');
+            let (first, names) = rest.split_once('/').unwrap_or((rest, ""));
+            for part in names.split('/').filter(|p| !p.is_empty()) {
                 check_name(part).map_err(|reason| {
                     Error::InvalidPath(format!("invalid path {from:?}: {reason}"))
                 })?;
-                let block = self.block(&cid)?;
-                if stat_node(&cid, &block)?.kind != EntryKind::Directory {
-                    return Err(Error::NotADirectory {
-                        path: format!("/ipfs/{cid}"),
-                    });
-                }
-                cid = Directory::decode(&cid, &block)?
-                    .get(part)
-                    .ok_or_else(|| Error::FileDoesNotExist {
-                        path: from.to_string(),
-                    })?
-                    .cid;
-                name = part.to_string();
             }
-            (cid, name)
+            let root = cids::parse(first)?;
+            let cid = resolve_path(&mut |c| self.block(c), &root, names)?;
+            let name = names.rsplit('/').find(|p| !p.is_empty()).unwrap_or(first);
+            (cid, name.to_string())
         } else if from.starts_with("/ipns/") {
             return Err(Error::InvalidArgument(format!(
                 "{from:?}: IPNS names are not supported by the embedded daemon"

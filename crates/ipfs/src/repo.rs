@@ -196,32 +196,11 @@ impl Repo {
         RangeReader::new(self.store()).file_size(cid)
     }
 
-    /// The node an IPFS path names: `root`, then each `/`-separated name of
-    /// `path` looked up in the UnixFS directory reached so far (what Kubo's
-    /// `cat /ipfs/CID/a/b` resolves). Empty segments are skipped, so `""` and
-    /// `"/"` name `root` itself.
+    /// The node an IPFS path names: `root`, then the names of `path` looked
+    /// up through UnixFS directories (what Kubo's `cat /ipfs/CID/a/b`
+    /// resolves); see [`crate::directory::resolve_path`].
     pub fn resolve_path(&self, root: &Cid, path: &str) -> Result<Cid> {
-        let mut current = *root;
-        let mut walked = format!("/ipfs/{root}");
-        for name in path.split('/').filter(|s| !s.is_empty()) {
-            let block = self.block_get(&current)?;
-            let directory = match crate::directory::Directory::decode(&current, &block) {
-                Ok(d) => d,
-                Err(Error::InvalidDirectory { .. }) => {
-                    return Err(Error::NotADirectory { path: walked });
-                }
-                Err(e) => return Err(e),
-            };
-            current = directory
-                .get(name)
-                .ok_or_else(|| {
-                    Error::InvalidPath(format!("no link named {name:?} under {current}"))
-                })?
-                .cid;
-            walked.push('/');
-            walked.push_str(name);
-        }
-        Ok(current)
+        crate::directory::resolve_path(&mut |cid| self.block_get(cid), root, path)
     }
 
     // -- blocks -----------------------------------------------------------
