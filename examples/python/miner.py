@@ -28,6 +28,7 @@ Requirements: requirements.txt (grpcio, grpcio-tools, numpy, ecdsa, requests).
 """
 
 import argparse
+import base64
 import importlib
 import json
 import os
@@ -69,6 +70,7 @@ def load_protos(proto_root, out_dir):
         if not os.path.exists(f):
             raise MinerError(f"proto file {f} not found (is --proto the repository's proto/?)")
     include = os.path.join(os.path.dirname(protoc.__file__), "_proto")
+    os.makedirs(out_dir, exist_ok=True)
     status = protoc.main(
         [
             "protoc",
@@ -138,8 +140,6 @@ def cid_text(raw):
             number, rest = divmod(number, 58)
             out = r3mes_tx._B58[rest] + out
         return out
-    import base64
-
     return "b" + base64.b32encode(raw).decode().lower().rstrip("=")
 
 
@@ -147,32 +147,31 @@ def cid_text(raw):
 
 
 def fetch_chunks(ipfs_base, shard_cid, count, work):
-    """The shard's first `count` chunk files through the IPFS RPC, checked to
-    be chunk files of exactly 2048 tokens."""
+    """The shard's first `count` chunk files (the directory's `chunk_I`
+    entries in order of I, listed with `ls` and read with `cat` through the
+    IPFS RPC), checked to be chunk files. Returns (chunk id, CID, file)."""
+    listing = requests.post(f"{ipfs_base}/ls", params={"arg": f"/ipfs/{shard_cid}"}, timeout=60)
+    if listing.status_code != 200:
+        raise MinerError(f"IPFS ls {shard_cid}: {listing.status_code} {listing.text.strip()}")
+    entries = []
+    for link in listing.json()["Objects"][0]["Links"]:
+        name = link["Name"]
+        if name.startswith("chunk_") and name[6:].isdigit():
+            entries.append((int(name[6:]), link["Hash"]))
+    if not entries:
+        raise MinerError(f"shard {shard_cid} lists no chunk_N files")
     chunks = []
-    for index in range(count):
-        path = f"/ipfs/{shard_cid}/chunk_{index}"
-        answer = requests.post(f"{ipfs_base}/cat", params={"arg": path}, timeout=60)
+    for chunk_id, cid in sorted(entries)[:count]:
+        answer = requests.post(f"{ipfs_base}/cat", params={"arg": cid}, timeout=60)
         if answer.status_code != 200:
-            if index > 0 and "no link named" in answer.text:
-                break
-            raise MinerError(f"IPFS cat {path}: {answer.status_code} {answer.text.strip()}")
-        data = answer.content
-        if not data.startswith(CHUNK_MAGIC):
-            raise MinerError(f"{path} is not an r3mes chunk file")
-        file = os.path.join(work, f"chunk_{index}")
+            raise MinerError(f"IPFS cat {cid}: {answer.status_code} {answer.text.strip()}")
+        if not answer.content.startswith(CHUNK_MAGIC):
+            raise MinerError(f"chunk {chunk_id} ({cid}) is not an r3mes chunk file")
+        file = os.path.join(work, f"chunk_{chunk_id}")
         with open(file, "wb") as f:
-            f.write(data)
-        chunks.append((index, chunk_cid(ipfs_base, path), file))
+            f.write(answer.content)
+        chunks.append((chunk_id, cid, file))
     return chunks
-
-
-def chunk_cid(ipfs_base, path):
-    """The CID an IPFS path resolves to (`files/stat`, as Kubo answers it)."""
-    answer = requests.post(f"{ipfs_base}/files/stat", params={"arg": path}, timeout=60)
-    if answer.status_code != 200:
-        raise MinerError(f"IPFS files/stat {path}: {answer.text.strip()}")
-    return answer.json()["Hash"]
 
 
 def run(command):
@@ -281,6 +280,8 @@ def mine(args):
         # The seed's client, unchanged: pickle + gzip, POST /api/v0/add.
         ipfs = IPFSClient(ipfs_host=args.ipfs_host, ipfs_port=args.ipfs_port)
         cid = ipfs.add_gradients(package)
+        # gzip stamps the time into its header, not into the length: a
+        # second serialisation has the uploaded file's size.
         byte_size = len(ipfs.serialize_gradients(package))
 
         msg = tx_pb2.MsgSubmitGradient(

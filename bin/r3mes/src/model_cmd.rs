@@ -283,10 +283,13 @@ fn fetch(args: &ModelFetchArgs) -> Result<()> {
                     .with_context(|| format!("round {id} has not started"))?;
                 model_for_round(&client, &round).await?
             }
-            None => client.model(args.version).await?.with_context(|| match args.version {
-                Some(v) => format!("model version {v} is not registered"),
-                None => "no model version is registered".to_string(),
-            })?,
+            None => client
+                .model(args.version)
+                .await?
+                .with_context(|| match args.version {
+                    Some(v) => format!("model version {v} is not registered"),
+                    None => "no model version is registered".to_string(),
+                })?,
         };
         anyhow::Ok(ModelFiles::fetch(&store, &record).await?)
     })?;

@@ -84,7 +84,7 @@ async fn add_then_cat_round_trips_with_ranges_and_stats() {
 }
 
 #[tokio::test]
-async fn cat_resolves_paths_inside_directories() {
+async fn cat_stat_and_ls_resolve_paths_inside_directories() {
     let node = Node::start().await;
     let data = content(300_000, 7);
     let response = node.upload("add", "", "chunk_0", data.clone()).await;
@@ -142,6 +142,19 @@ async fn cat_resolves_paths_inside_directories() {
         .unwrap();
     assert_eq!(stat["Hash"], file.as_str());
     assert_eq!(stat["Size"], data.len());
+    // `ls` lists the directory as Kubo does.
+    let listing: Value = node
+        .rpc("ls", &format!("arg=/ipfs/{directory}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        listing,
+        serde_json::json!({"Objects": [{"Hash": format!("/ipfs/{directory}"), "Links": [
+            {"Name": "chunk_0", "Hash": file, "Size": data.len(), "Type": 2, "Target": ""}
+        ]}]})
+    );
     // Other commands still take CIDs only.
     let response = node
         .rpc("pin/add", &format!("arg=/ipfs/{directory}/chunk_0"))

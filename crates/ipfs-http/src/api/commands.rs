@@ -6,8 +6,11 @@ use std::collections::{BTreeMap, HashMap};
 use axum::extract::{RawQuery, State};
 use axum::http::header;
 use axum::response::IntoResponse;
+use r3mes_ipfs::directory::stat_node;
 use r3mes_ipfs::reader::links_of;
-use r3mes_ipfs::{Cid, ContentStore, EmbeddedStore, PinMode, ReadStats, Repo, cids};
+use r3mes_ipfs::{
+    Cid, ContentStore, Directory, EmbeddedStore, EntryKind, PinMode, ReadStats, Repo, cids,
+};
 use serde::Serialize;
 use serde_json::json;
 
@@ -123,6 +126,46 @@ pub async fn block_stat(State(repo): State<Repo>, RawQuery(query): RawQuery) -> 
             size,
         },
     )
+}
+
+/// `ls`: the links of each argument (a CID or an IPFS path), as Kubo answers
+/// with its defaults (`resolve-type` and `size` on):
+/// `{"Objects":[{"Hash":"<arg>","Links":[{"Name","Hash","Size","Type","Target"}]}]}`,
+/// `Type` 1 for a directory and 2 for a file, `Size` a file's content size (0
+/// for a directory). A file lists no links (Kubo lists a multi-block file's
+/// chunks, which no client here needs).
+pub async fn ls(State(repo): State<Repo>, RawQuery(query): RawQuery) -> ApiResult {
+    let query = QueryPairs::parse(query.as_deref());
+    let targets = path_args("ls", &query, "ipfs-path")?;
+    let args: Vec<String> = query.all("arg").map(str::to_string).collect();
+    let objects = blocking("ls", &repo, move |repo| {
+        let mut objects = Vec::with_capacity(targets.len());
+        for ((root, path), arg) in targets.into_iter().zip(args) {
+            let cid = repo.resolve_path(&root, &path)?;
+            let block = repo.block_get(&cid)?;
+            let mut links = Vec::new();
+            if stat_node(&cid, &block)?.kind == EntryKind::Directory {
+                for entry in Directory::decode(&cid, &block)?.entries() {
+                    let child = stat_node(&entry.cid, &repo.block_get(&entry.cid)?)?;
+                    let kind = match child.kind {
+                        EntryKind::Directory => 1,
+                        EntryKind::File => 2,
+                    };
+                    links.push(json!({
+                        "Name": entry.name,
+                        "Hash": entry.cid.to_string(),
+                        "Size": child.size,
+                        "Type": kind,
+                        "Target": "",
+                    }));
+                }
+            }
+            objects.push(json!({ "Hash": arg.trim(), "Links": links }));
+        }
+        Ok(objects)
+    })
+    .await?;
+    json("ls", &json!({ "Objects": objects }))
 }
 
 /// `pin/add`: pins each argument (`recursive`, default true; `name`) and

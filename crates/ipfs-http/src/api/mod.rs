@@ -51,6 +51,7 @@ pub fn router(repo: Repo) -> Router {
         .route("/api/v0/block/put", post(upload::block_put))
         .route("/api/v0/dag/import", post(upload::dag_import))
         .route("/api/v0/cat", post(commands::cat))
+        .route("/api/v0/ls", post(commands::ls))
         .route("/api/v0/block/get", post(commands::block_get))
         .route("/api/v0/block/stat", post(commands::block_stat))
         .route("/api/v0/pin/add", post(commands::pin_add))
