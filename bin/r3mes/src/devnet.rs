@@ -315,7 +315,7 @@ async fn prepare(args: &DevnetArgs, home: &Home, work: &Path) -> Result<()> {
         &["model", "init", "--seed", "1", "--out", path(&model)],
     )
     .await?;
-    let entries = make_vault(&root, work, &model).await?;
+    let entries = make_vault(&root, work, &model, 1).await?;
     eprintln!(
         "devnet: built the corpus ({} shards), the model and a vault of {entries} entries",
         manifest["shard_count"]
@@ -327,13 +327,21 @@ async fn prepare(args: &DevnetArgs, home: &Home, work: &Path) -> Result<()> {
 /// the local dataset, the reference gradient of the model in `model` (a
 /// directory with `model.safetensors` and `adapters.safetensors`), as the
 /// validator computes it. Returns the number of entries.
-async fn make_vault(root: &Path, work: &Path, model: &Path) -> Result<usize> {
+async fn make_vault(root: &Path, work: &Path, model: &Path, version: u64) -> Result<usize> {
     let local = work.join("dataset-local");
     let manifest: serde_json::Value =
         serde_json::from_slice(&std::fs::read(local.join("manifest.json"))?)?;
     let vault = work.join("vault.json");
     let tmp_vault = work.join("vault.json.partial");
     let _ = std::fs::remove_file(&tmp_vault);
+    // The previous version's entries stay: the round under way may still
+    // train from it (each entry checks only rounds of its own version).
+    if vault.exists() {
+        let mut kept = r3mes_verify::Vault::load(&vault)?;
+        kept.entries
+            .retain(|e| e.model_version.is_some_and(|v| v + 1 == version));
+        kept.save(&tmp_vault)?;
+    }
     let shards = manifest["shards"].as_array().cloned().unwrap_or_default();
     let mut entries = 0;
     for shard in &shards {
@@ -357,7 +365,7 @@ async fn make_vault(root: &Path, work: &Path, model: &Path) -> Result<usize> {
                 "--chunk",
                 path(&chunk_file),
                 "--local-batch-size",
-                "16",
+                "1",
                 "--out",
                 path(&reference),
             ],
@@ -379,6 +387,10 @@ async fn make_vault(root: &Path, work: &Path, model: &Path) -> Result<usize> {
                 &shard_id.to_string(),
                 "--threshold-ppm",
                 &VAULT_THRESHOLD_PPM.to_string(),
+                "--model-version",
+                &version.to_string(),
+                "--id",
+                &format!("shard{shard_id}-chunk{chunk_id}-v{version}"),
             ],
         )
         .await?;
@@ -404,7 +416,7 @@ async fn refresh_vault(root: PathBuf, work: PathBuf, url: String, api: String, v
         std::fs::create_dir_all(&dir)?;
         std::fs::write(dir.join("model.safetensors"), &files.backbone)?;
         std::fs::write(dir.join("adapters.safetensors"), &files.adapters)?;
-        make_vault(&root, &work, &dir).await
+        make_vault(&root, &work, &dir, version).await
     }
     .await;
     match outcome {
@@ -548,8 +560,11 @@ async fn network(args: &DevnetArgs, home: &Home, work: &Path, url: &str, ipfs: &
             node: url.to_owned(),
             api: ipfs.to_owned(),
             spool: root.join("miner").join(&address),
+            // One sequence per micro-batch: with several trainers sharing
+            // the cores, bigger batches only add memory traffic (the devnet
+            // model trains a chunk in 0.45 s at 1 against 0.7 s at 16).
             batching: crate::miner_cmd::Batching {
-                local_batch_size: Some(16),
+                local_batch_size: Some(1),
                 memory_budget: None,
                 seq_len: r3mes_miner::DEFAULT_SEQ_LEN,
             },

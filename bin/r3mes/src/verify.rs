@@ -87,6 +87,10 @@ pub struct NewArgs {
     /// Flattening order the indices refer to: canonical or file.
     #[arg(long, default_value = "canonical")]
     order: String,
+    /// The model version the reference gradient was computed with: the entry
+    /// then checks only gradients of rounds that train from that version.
+    #[arg(long)]
+    model_version: Option<u64>,
     /// Secret seed, 64 hex digits (default: fresh from the OS; keep it secret).
     #[arg(long)]
     seed: Option<String>,
@@ -253,8 +257,9 @@ fn new_entry(args: NewArgs) -> Result<()> {
     }
     let reference = std::fs::read(&args.gradient)
         .with_context(|| format!("reading {}", args.gradient.display()))?;
-    let entry = entry_from_file(&reference, &options, &Limits::default())
+    let mut entry = entry_from_file(&reference, &options, &Limits::default())
         .with_context(|| format!("making a vault entry from {}", args.gradient.display()))?;
+    entry.model_version = args.model_version;
     let summary = summary(&entry);
     vault.entries.push(entry);
     vault.save(&args.out)?;
@@ -282,6 +287,8 @@ struct Summary {
     elements: u64,
     indices: usize,
     threshold_ppm: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    model_version: Option<u64>,
     commitment: String,
 }
 
@@ -294,6 +301,7 @@ fn summary(entry: &VaultEntry) -> Summary {
         elements: entry.elements,
         indices: entry.indices.len(),
         threshold_ppm: entry.threshold_ppm,
+        model_version: entry.model_version,
         commitment: hex::encode(entry.commitment()),
     }
 }
@@ -306,8 +314,12 @@ fn list(path: &std::path::Path, json: bool) -> Result<()> {
         return Ok(());
     }
     for s in rows {
+        let version = s
+            .model_version
+            .map(|v| format!(" model_version={v}"))
+            .unwrap_or_default();
         println!(
-            "{} shard={} chunk={} {} indices={} elements={} threshold_ppm={} commitment={}",
+            "{} shard={} chunk={} {} indices={} elements={} threshold_ppm={}{version} commitment={}",
             s.id,
             s.shard_id,
             s.chunk_id,

@@ -13,12 +13,12 @@ use crate::crypto::{Address, sha256};
 use crate::exec::{Ctx, Events, check_len, emit, parse_cid, require_validator};
 use crate::proto::{
     ComputationTrace, EvModelRegistered, EvTraceRecorded, ModelVersion, MsgRecordTrace,
-    MsgRegisterModel, event,
+    MsgRegisterModel, Round, event,
 };
 use crate::state::Key;
 use crate::tables::{
-    ExpiryKind, LATEST_MODEL, MODEL, TRACE, content_ref_key, get_u64, hex_lower, put_record,
-    schedule_expiry, singleton,
+    ExpiryKind, LATEST_MODEL, MODEL, TRACE, content_ref_key, get_record, get_u64, hex_lower,
+    put_record, schedule_expiry, singleton,
 };
 use crate::{Error, Result};
 
@@ -38,6 +38,25 @@ pub fn trace_key(id: &[u8; 32]) -> Key {
 /// The latest registered model version (0 if none).
 pub fn latest_version(store: &impl StoreRead) -> Result<u64> {
     get_u64(store, &singleton(LATEST_MODEL))
+}
+
+/// Versions walked down from the latest when looking for a round's model.
+pub const MAX_MODEL_WALK: u64 = 10_000;
+
+/// The model version `round` trains from: the newest version registered at or
+/// before the round's start height (what miners, validators and aggregators
+/// all use), or `None` if there is none (or it has expired). Walks down from
+/// the latest version, at most [`MAX_MODEL_WALK`] versions.
+pub fn model_for_round(store: &impl StoreRead, round: &Round) -> Result<Option<ModelVersion>> {
+    let latest = latest_version(store)?;
+    for version in (1..=latest).rev().take(MAX_MODEL_WALK as usize) {
+        if let Some(model) = get_record::<ModelVersion>(store, &model_key(version))?
+            && model.block_height <= round.start_height
+        {
+            return Ok(Some(model));
+        }
+    }
+    Ok(None)
 }
 
 /// Every CID a model version references.

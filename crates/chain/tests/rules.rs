@@ -1735,8 +1735,28 @@ fn model_registration_rules() {
         let tx = chain.sign(1, model_msg(1, model(v, &b, &[])));
         chain.reject(tx, 62);
     }
+    let h5 = chain.next_height();
     let tx = chain.sign(1, model_msg(1, model(5, &b, &[])));
     ok(chain.one(tx));
+    // A round trains from the newest version registered by its start,
+    // across the gap between versions.
+    for (start, expected) in [
+        (h - 1, None),
+        (h, Some(1)),
+        (h5 - 1, Some(1)),
+        (h5, Some(5)),
+    ] {
+        let round = r3mes_chain::proto::Round {
+            start_height: start,
+            ..Default::default()
+        };
+        let found = r3mes_chain::models::model_for_round(chain.keeper.state(), &round).unwrap();
+        assert_eq!(
+            found.map(|m| m.version),
+            expected,
+            "round starting at {start}"
+        );
+    }
     let tx = chain.sign(1, model_msg(1, model(3, &b, &[])));
     chain.reject(tx, 62);
     assert_eq!(

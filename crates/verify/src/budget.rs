@@ -147,6 +147,7 @@ pub async fn measure(config: &BudgetConfig) -> Result<BudgetReport> {
             threshold_ppm: 999_000,
             indices,
             values,
+            model_version: None,
         };
         let verifier = Verifier::new(
             store.clone(),

@@ -55,6 +55,7 @@ pub fn entry_from_file(
         threshold_ppm: options.threshold_ppm,
         indices,
         values,
+        model_version: None,
     };
     entry.validate()?;
     Ok(entry)

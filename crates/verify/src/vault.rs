@@ -128,6 +128,12 @@ pub struct VaultEntry {
     pub indices: Vec<u64>,
     /// Reference value at each index.
     pub values: Vec<f64>,
+    /// The model version the reference gradient was computed with: the entry
+    /// then checks only gradients of rounds that train from that version
+    /// (the newest registered at or before the round's start). `None`
+    /// checks every gradient of the chunk.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_version: Option<u64>,
 }
 
 impl VaultEntry {
@@ -373,6 +379,7 @@ mod tests {
             threshold_ppm: 900_000,
             indices: vec![1, 5, 99],
             values: vec![0.5, -1.25, 1e-30],
+            model_version: None,
         }
     }
 

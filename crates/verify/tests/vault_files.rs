@@ -180,6 +180,7 @@ fn entry_strategy() -> impl Strategy<Value = VaultEntry> {
                     threshold_ppm,
                     indices,
                     values,
+                    model_version: (k % 2 == 1).then_some(k as u64),
                 }
             },
         )

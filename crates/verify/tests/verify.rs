@@ -378,6 +378,7 @@ async fn gzip_bombs_stop_at_the_decompression_limit() {
         threshold_ppm: 0,
         indices: vec![1],
         values: vec![1.0],
+        model_version: None,
     };
     let config = VerifierConfig {
         limits: Limits::tight(),

@@ -177,13 +177,17 @@ impl Duties {
 
     /// Replaces the verification duty's vault (a validator that computed
     /// reference gradients for a new model version). The new vault must be
-    /// valid; gradients already verified stay verified.
+    /// valid; gradients already verified stay verified. The next pass scans
+    /// the whole catch-up window again, so gradients included before the new
+    /// entries existed (a round that began on a version whose references
+    /// were still being computed) are verified with them.
     pub fn replace_vault(&mut self, vault: Vault) -> Result<()> {
         let Some(v) = &mut self.verifier else {
             return Err(Error::Config("the verification duty is not running".into()));
         };
         vault.validate().map_err(|e| Error::Config(e.to_string()))?;
         v.vault = vault;
+        self.next_scan = None;
         Ok(())
     }
 

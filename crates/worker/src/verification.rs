@@ -9,6 +9,11 @@
 //! no reference it should match and is left alone rather than failed. When
 //! the vault holds several entries for the chunk, the gradient's CID picks
 //! one, so different gradients of a chunk are checked at different windows.
+//! An entry tagged with a model version (`VaultEntry::model_version`) only
+//! checks gradients of rounds that train from that version
+//! (`r3mes_chain::models::model_for_round`), so a validator can hold the
+//! references of the previous and the new version while a new version takes
+//! over, and never checks a gradient against the wrong one.
 //!
 //! Each candidate is checked by `r3mes_verify::Verifier` (range reads of the
 //! leaves holding the entry's indices) and becomes a
@@ -116,7 +121,15 @@ fn candidate(
     else {
         return Ok(None);
     };
-    let entries: Vec<&VaultEntry> = vault.entries_for_chunk(&chunk.data_hash).collect();
+    let mut entries: Vec<&VaultEntry> = vault.entries_for_chunk(&chunk.data_hash).collect();
+    if entries.iter().any(|e| e.model_version.is_some()) {
+        let round_id = g.metadata.as_ref().map_or(0, |m| m.round_id);
+        let version = match r3mes_chain::rounds::get_round(store, round_id)? {
+            Some(round) => r3mes_chain::models::model_for_round(store, &round)?.map(|m| m.version),
+            None => None,
+        };
+        entries.retain(|e| e.model_version.is_none() || e.model_version == version);
+    }
     if entries.is_empty() {
         return Ok(None);
     }

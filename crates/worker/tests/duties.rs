@@ -217,3 +217,39 @@ fn a_vault_is_replaced_only_by_a_valid_one_and_only_with_the_duty() {
     renewed.entries[0].id = "chunk-1-v2".into();
     duties.replace_vault(renewed).unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_vault_verifies_gradients_included_before_it_arrived() {
+    let mut chain = Chain::new(1, params(0));
+    let (_repo, store) = content_store();
+    let (file, vault) = gradient_and_vault();
+    let mut other_chunk = vault.clone();
+    other_chunk.entries[0].chunk.data_hash =
+        r3mes_ipfs::cids::raw_cid(r3mes_ipfs::cids::sha256_multihash(b"another chunk")).to_string();
+    let mut duties = Duties::new(DutiesConfig {
+        verifier: Some(verifier_role(1, other_chunk, &store)),
+        ..DutiesConfig::new()
+    })
+    .unwrap();
+    chain.advance_to(2);
+    submit(&mut chain, &store, 2, file).await;
+    let h = chain.height();
+    assert!(duties.after_block(&chain.keeper, h).await.txs.is_empty());
+    chain.advance_to(h + 2);
+    assert!(
+        duties
+            .after_block(&chain.keeper, h + 2)
+            .await
+            .txs
+            .is_empty()
+    );
+    // The entry for the gradient's chunk arrives later: the gradient is
+    // verified on the next pass, once.
+    duties.replace_vault(vault).unwrap();
+    let report = duties.after_block(&chain.keeper, h + 2).await;
+    assert_eq!(report.txs.len(), 1, "{:?}", report.errors);
+    assert!(report.verifications.verified[0].report.passed);
+    deliver(&mut chain, &report.txs);
+    let again = duties.after_block(&chain.keeper, h + 3).await;
+    assert!(again.txs.is_empty());
+}

@@ -261,3 +261,75 @@ async fn unreadable_gradients_and_non_validators_produce_no_result() {
             .is_empty()
     );
 }
+
+/// Registers model `version` (signed by the validator) in the next block.
+fn register_model(chain: &mut Chain, version: u64) {
+    use r3mes_chain::proto::{ModelVersion, MsgRegisterModel, tx_body::Msg};
+    let msg = Msg::RegisterModel(MsgRegisterModel {
+        authority: addr(VALIDATOR).to_string(),
+        model: Some(ModelVersion {
+            version,
+            backbone_hash: CHUNK.into(),
+            checksum: vec![version as u8; 32],
+            ..ModelVersion::default()
+        }),
+    });
+    let tx = chain.sign(VALIDATOR, msg);
+    let (results, _) = chain.block(&[tx]);
+    results[0].as_ref().expect("model registered");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entries_tagged_with_a_model_version_check_only_rounds_of_that_version() {
+    let mut chain = Chain::new(3, params(0));
+    let (_repo, store) = content_store();
+    let reference = synthetic_gradient(SIZE, 1).unwrap();
+    let mut v1 = vault(&reference).entries[0].clone();
+    v1.id = "chunk-1-v1".into();
+    v1.model_version = Some(1);
+    let mut v2 = v1.clone();
+    v2.id = "chunk-1-v2".into();
+    v2.model_version = Some(2);
+    let both = Vault::new(vec![v1.clone(), v2.clone()]);
+    both.validate().unwrap();
+    let only = |e: &r3mes_verify::VaultEntry| Vault::new(vec![e.clone()]);
+    let me = addr(VALIDATOR);
+    let round_length = params(0).round_length;
+
+    // Version 1 before round 2 starts, version 2 just after: round 2 still
+    // trains from version 1.
+    register_model(&mut chain, 1);
+    chain.advance_to(round_length + 2);
+    let round2 = queries::round(chain.keeper.state(), None).unwrap().unwrap();
+    register_model(&mut chain, 2);
+    let h2 = chain.height() + 1;
+    submit(&mut chain, &store, HONEST, &reference).await;
+    let picked = verification::candidates(chain.keeper.state(), &me, &both, h2..=h2).unwrap();
+    assert_eq!(picked.len(), 1, "round {}", round2.round_id);
+    assert_eq!(picked[0].entry.id, "chunk-1-v1");
+    assert!(
+        verification::candidates(chain.keeper.state(), &me, &only(&v2), h2..=h2)
+            .unwrap()
+            .is_empty(),
+        "a version-2 reference never checks a version-1 round"
+    );
+
+    // The next round trains from version 2.
+    chain.advance_to(round2.end_height + 1);
+    let h3 = chain.height() + 1;
+    submit(&mut chain, &store, HONEST, &perturbed(&reference, 0.01)).await;
+    let picked = verification::candidates(chain.keeper.state(), &me, &both, h3..=h3).unwrap();
+    assert_eq!(picked.len(), 1);
+    assert_eq!(picked[0].entry.id, "chunk-1-v2");
+    // An untagged entry checks every round.
+    let mut any = v1.clone();
+    any.model_version = None;
+    for h in [h2, h3] {
+        assert_eq!(
+            verification::candidates(chain.keeper.state(), &me, &only(&any), h..=h)
+                .unwrap()
+                .len(),
+            1
+        );
+    }
+}
