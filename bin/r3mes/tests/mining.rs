@@ -200,6 +200,41 @@ fn miners_train_submit_answer_and_the_aggregate_becomes_the_next_adapters() {
             .is_some_and(|h| h.starts_with("Qm")),
         "{model}"
     );
+    // `model fetch` writes that version's files, checked, as `miner train`
+    // reads them.
+    let fetched = home.join("fetched-v2");
+    let out = json(&ok(r3mes(home)
+        .args(["model", "fetch", "--version", "2", "--out"])
+        .arg(&fetched)
+        .args(["--node", &node.url, "--api", &node.ipfs])
+        .output()
+        .unwrap()));
+    assert_eq!(out["version"], 2, "{out}");
+    assert_eq!(out["training_state"], true, "{out}");
+    let sha256 = |name: &str| {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(
+            std::fs::read(fetched.join(name)).unwrap(),
+        ))
+    };
+    assert_eq!(
+        sha256("adapters.safetensors"),
+        manifest["adapters_sha256"].as_str().unwrap()
+    );
+    assert_eq!(
+        sha256("training_state.safetensors"),
+        manifest["state_sha256"].as_str().unwrap()
+    );
+    assert!(fetched.join("model.safetensors").exists());
+    common::fails(
+        r3mes(home)
+            .args(["model", "fetch", "--version", "99", "--out"])
+            .arg(home.join("nope"))
+            .args(["--node", &node.url, "--api", &node.ipfs])
+            .output()
+            .unwrap(),
+        "model version 99 is not registered",
+    );
     // A round that started after version 2 landed trained from it.
     let versions: Vec<u64> = lines_a
         .iter()
