@@ -38,6 +38,13 @@ pub fn empty_directory_cid() -> Cid {
     cids::dag_pb_cid(0, cids::sha256_multihash(&EMPTY_DIRECTORY_BLOCK))
 }
 
+/// Splits an IPFS path without its `/ipfs/` prefix, `CID[/names...]`, into
+/// the root CID and the names after it (for [`resolve_path`]).
+pub fn split_ipfs_path(path: &str) -> Result<(Cid, &str)> {
+    let (root, names) = path.split_once('/').unwrap_or((path, ""));
+    Ok((cids::parse(root)?, names))
+}
+
 /// The node an IPFS path names: `root`, then each `/`-separated name of
 /// `names` looked up in the UnixFS directory reached so far (Kubo's path
 /// resolution, `/ipfs/CID/a/b`). Empty segments are skipped, so `""` names

@@ -31,11 +31,11 @@ use cid::Cid;
 use crate::blockstore::BlockStore;
 use crate::directory::{
     DirEntry, Directory, EMPTY_DIRECTORY_BLOCK, EntryKind, NodeStat, check_name,
-    empty_directory_cid, resolve_path, stat_node,
+    empty_directory_cid, resolve_path, split_ipfs_path, stat_node,
 };
 use crate::importer::ImportParams;
 use crate::reader::RangeReader;
-use crate::{Error, Repo, Result, cids};
+use crate::{Error, Repo, Result};
 
 /// An absolute MFS path, split into checked names. The root has no names.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -269,8 +269,8 @@ impl Mfs {
         let mut work = Work::new(self.store(), self.root()?);
         let cid = match path.strip_prefix("/ipfs/") {
             Some(rest) => {
-                let (first, names) = rest.split_once('/').unwrap_or((rest, ""));
-                resolve_path(&mut |c| work.block(c), &cids::parse(first)?, names)?
+                let (root, names) = split_ipfs_path(rest)?;
+                resolve_path(&mut |c| work.block(c), &root, names)?
             }
             None => work.cid_at(MfsPath::parse(path)?.parts())?,
         };
@@ -657,16 +657,15 @@ impl<'a> Work<'a> {
     /// as `tsize`) and the name it would take in a directory.
     fn resolve_source(&mut self, from: &str) -> Result<(DirEntry, String)> {
         let (cid, name) = if let Some(rest) = from.strip_prefix("/ipfs/") {
-            let rest = rest.trim_end_matches('/');
-            let (first, names) = rest.split_once('/').unwrap_or((rest, ""));
+            let text = rest.trim_end_matches('/');
+            let (root, names) = split_ipfs_path(text)?;
             for part in names.split('/').filter(|p| !p.is_empty()) {
                 check_name(part).map_err(|reason| {
                     Error::InvalidPath(format!("invalid path {from:?}: {reason}"))
                 })?;
             }
-            let root = cids::parse(first)?;
             let cid = resolve_path(&mut |c| self.block(c), &root, names)?;
-            let name = names.rsplit('/').find(|p| !p.is_empty()).unwrap_or(first);
+            let name = names.rsplit('/').find(|p| !p.is_empty()).unwrap_or(text);
             (cid, name.to_string())
         } else if from.starts_with("/ipns/") {
             return Err(Error::InvalidArgument(format!(

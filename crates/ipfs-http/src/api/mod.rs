@@ -32,7 +32,8 @@ use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use r3mes_ipfs::{Cid, Repo, cids};
+use r3mes_ipfs::directory::split_ipfs_path;
+use r3mes_ipfs::{Cid, Repo};
 use serde::Serialize;
 
 use crate::query::QueryPairs;
@@ -306,8 +307,7 @@ fn path_arg(command: &str, text: &str) -> ApiResult<(Cid, String)> {
         )));
     }
     let bare = trimmed.strip_prefix("/ipfs/").unwrap_or(trimmed);
-    let (cid, rest) = bare.split_once('/').unwrap_or((bare, ""));
-    let cid = cids::parse(cid).map_err(|e| ApiError::repo(command, e))?;
+    let (cid, rest) = split_ipfs_path(bare).map_err(|e| ApiError::repo(command, e))?;
     Ok((cid, rest.to_string()))
 }
 
