@@ -405,17 +405,24 @@ async fn make_vault(root: &Path, work: &Path, model: &Path, version: u64) -> Res
 /// node reloads a changed vault file before its next block).
 async fn refresh_vault(root: PathBuf, work: PathBuf, url: String, api: String, version: u64) {
     let outcome = async {
-        let client = NodeClient::connect(&url).await?;
-        let model = client
-            .model(Some(version))
-            .await?
-            .with_context(|| format!("model version {version}"))?;
-        let store = r3mes_kubo::KuboClient::new(&api)?;
-        let files = r3mes_client::models::ModelFiles::fetch(&store, &model).await?;
         let dir = work.join(format!("model-v{version}"));
-        std::fs::create_dir_all(&dir)?;
-        std::fs::write(dir.join("model.safetensors"), &files.backbone)?;
-        std::fs::write(dir.join("adapters.safetensors"), &files.adapters)?;
+        let v = version.to_string();
+        r3mes(
+            &root,
+            &[
+                "model",
+                "fetch",
+                "--version",
+                &v,
+                "--out",
+                path(&dir),
+                "--node",
+                &url,
+                "--api",
+                &api,
+            ],
+        )
+        .await?;
         make_vault(&root, &work, &dir, version).await
     }
     .await;
