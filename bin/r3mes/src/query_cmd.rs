@@ -347,7 +347,10 @@ async fn query(args: &QueryArgs) -> Result<Value> {
         }
         QueryCommand::Model { version } => {
             let m = q
-                .model(ModelRequest { version: *version })
+                .model(ModelRequest {
+                    version: *version,
+                    round_id: None,
+                })
                 .await
                 .map_err(status)?
                 .into_inner();

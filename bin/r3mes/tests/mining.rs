@@ -245,6 +245,18 @@ fn miners_train_submit_answer_and_the_aggregate_becomes_the_next_adapters() {
         versions.iter().any(|v| *v >= 2),
         "no round trained from an aggregate: {versions:?}"
     );
+    // The node answers which version a round trains from by the keeper's
+    // rule (`Query.Model` by round), as the miners found it.
+    let last = lines_b.last().unwrap();
+    let by_round = json(&ok(r3mes(home)
+        .args(["model", "fetch", "--round"])
+        .arg(last["round"].to_string())
+        .arg("--out")
+        .arg(home.join("fetched-by-round"))
+        .args(["--node", &node.url, "--api", &node.ipfs])
+        .output()
+        .unwrap()));
+    assert_eq!(by_round["version"], last["model_version"], "{by_round}");
     // The seed's layout in the MFS.
     let listed = ok(r3mes(home)
         .args(["ipfs", "files", "ls"])

@@ -28,30 +28,19 @@ pub const MAX_MODEL_FILE_BYTES: u64 = 4 << 30;
 /// The backbone file's name inside the backbone directory.
 pub const BACKBONE_FILE: &str = "model.safetensors";
 
-/// The model version round `round` trains from.
+/// The model version round `round` trains from: the newest registered at
+/// or before the round's start, as the node's keeper decides it
+/// (`Query.Model` by round).
 pub async fn model_for_round(client: &NodeClient, round: &Round) -> Result<ModelVersion> {
-    let mut model = client
-        .model(None)
+    client
+        .model_for_round(round.round_id)
         .await?
-        .ok_or_else(|| Error::Missing("no model version is registered".into()))?;
-    while model.block_height > round.start_height {
-        let older = model.version.saturating_sub(1);
-        let mut found = None;
-        // Versions need not be contiguous: walk down to the next one.
-        for v in (1..=older).rev().take(10_000) {
-            if let Some(m) = client.model(Some(v)).await? {
-                found = Some(m);
-                break;
-            }
-        }
-        model = found.ok_or_else(|| {
+        .ok_or_else(|| {
             Error::Missing(format!(
                 "no model version was registered by height {} (round {} start)",
                 round.start_height, round.round_id
             ))
-        })?;
-    }
-    Ok(model)
+        })
 }
 
 /// A model version's files, checked.

@@ -160,7 +160,27 @@ impl NodeClient {
 
     /// A model version (the latest if `None`); `None` if there is none.
     pub async fn model(&self, version: Option<u64>) -> Result<Option<ModelVersion>> {
-        let answer = self.query().model(ModelRequest { version }).await;
+        let answer = self
+            .query()
+            .model(ModelRequest {
+                version,
+                round_id: None,
+            })
+            .await;
+        found("Model", answer.map(|r| r.into_inner().model))
+    }
+
+    /// The model version round `round_id` trains from (the newest registered
+    /// at or before the round's start, by the keeper's rule); `None` if the
+    /// round or such a version is unknown.
+    pub async fn model_for_round(&self, round_id: u64) -> Result<Option<ModelVersion>> {
+        let answer = self
+            .query()
+            .model(ModelRequest {
+                version: None,
+                round_id: Some(round_id),
+            })
+            .await;
         found("Model", answer.map(|r| r.into_inner().model))
     }
 

@@ -263,7 +263,26 @@ impl Query for QueryService {
     }
 
     async fn model(&self, request: Request<ModelRequest>) -> Reply<ModelResponse> {
-        let version = request.into_inner().version;
+        let ModelRequest { version, round_id } = request.into_inner();
+        if let Some(id) = round_id {
+            if version.is_some() {
+                return Err(Status::invalid_argument(
+                    "name a version or a round, not both",
+                ));
+            }
+            let m = self
+                .read(
+                    move |k| match r3mes_chain::rounds::get_round(k.state(), id)? {
+                        Some(round) => r3mes_chain::models::model_for_round(k.state(), &round),
+                        None => Ok(None),
+                    },
+                )
+                .await?;
+            let m = found(m, || {
+                format!("round {id} or a model version registered by its start")
+            })?;
+            return Ok(Response::new(ModelResponse { model: Some(m) }));
+        }
         let m = self
             .read(move |k| queries::model(k.state(), version))
             .await?;
