@@ -55,10 +55,13 @@ pub struct Producer {
 }
 
 /// What executing one block gave.
-struct BlockOutput {
-    height: u64,
-    results: Vec<r3mes_chain::Result<TxOutcome>>,
-    end_events: Vec<Event>,
+pub struct BlockOutput {
+    /// The committed block's height.
+    pub height: u64,
+    /// Each transaction's outcome or error, in block order.
+    pub results: Vec<r3mes_chain::Result<TxOutcome>>,
+    /// The end-of-block events.
+    pub end_events: Vec<Event>,
 }
 
 impl Producer {
@@ -199,8 +202,10 @@ impl Producer {
     }
 }
 
-/// Runs one block over `txs` and commits it.
-fn execute(keeper: &Keeper, txs: &[(SignedTx, [u8; 32])]) -> r3mes_chain::Result<BlockOutput> {
+/// Runs one block over `txs` (each with its hash, sha256 of its bytes) and
+/// commits it; the block's hash is [`block_hash`] of the next height, the
+/// committed app hash and the transaction hashes.
+pub fn execute(keeper: &Keeper, txs: &[(SignedTx, [u8; 32])]) -> r3mes_chain::Result<BlockOutput> {
     let height = keeper
         .height()?
         .checked_add(1)
