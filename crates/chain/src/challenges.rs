@@ -29,8 +29,11 @@
 //! - **Deadline.** The end-of-block work of the deadline block fails every
 //!   challenge still pending (`fault_type = "no_response"`): the target
 //!   loses `slash_availability_ppm` of its stake (for a pin, of the pin's
-//!   stake), `challenger_reward_ppm` of that goes to the challenger, the rest
-//!   is burned.
+//!   stake, and the pin's unpaid rewards), `challenger_reward_ppm` of that
+//!   goes to the challenger, the rest is burned.
+//! - **Expiry.** A gradient or replica cannot be challenged once its
+//!   deadline would reach its expiry height: retention drops it there and
+//!   tells its holder to unpin it.
 //!
 //! Closed challenges stay queryable for `retention_trace_blocks`.
 //!
@@ -183,16 +186,30 @@ pub fn issue(
     let cid_bytes = cid.to_bytes();
     let kind = ChallengeKind::try_from(msg.kind)
         .map_err(|_| Error::InvalidMessage(format!("unknown challenge kind {}", msg.kind)))?;
+    // Retention drops a gradient or replica (and tells holders to unpin it)
+    // at its expiry height: a challenge whose deadline falls at or after it
+    // would slash a holder for following the chain.
+    let deadline = ctx.height.saturating_add(ctx.params.response_window);
+    let outlives_deadline = |what: &str, expiry_height: u64| {
+        if expiry_height <= deadline {
+            return Err(Error::InvalidMessage(format!(
+                "{what} {cid} expires at height {expiry_height}, before the challenge deadline {deadline} could pass"
+            )));
+        }
+        Ok(())
+    };
     let target = match kind {
         ChallengeKind::Gradient => {
             let g = get_gradient(store, &cid_bytes)?
                 .ok_or_else(|| Error::NotFound(format!("gradient {cid}")))?;
+            outlives_deadline("gradient", g.expiry_height)?;
             stored_address(&g.miner, "gradient miner")?
         }
         ChallengeKind::Replica => {
             let r: ProofOfReplication =
                 get_record(store, &crate::replicas::replica_key(&cid_bytes))?
                     .ok_or_else(|| Error::NotFound(format!("replica {cid}")))?;
+            outlives_deadline("replica", r.expiry_height)?;
             stored_address(&r.miner_address, "replica miner")?
         }
         ChallengeKind::Pin => {
@@ -357,6 +374,7 @@ fn fail(
                 let (slash, rest) =
                     slash_pin_stake(store, ctx, &target, stake, challenger.as_ref(), events)?;
                 pin.stake_amount = rest.to_string();
+                crate::pins::forfeit_rewards(ctx.height, &target, &mut pin, events);
                 put_record(store, &key, &pin);
                 slash.amount
             }

@@ -33,7 +33,7 @@ use crate::proto::{
 };
 use crate::state::Key;
 use crate::tables::{
-    DATASET, ROUND_DATASET, SHARD, get_record, put_record, scan_records, singleton,
+    DATASET, ROUND_DATASET, SHARD, get_record, put_record, scan_records, shard_ref_key, singleton,
 };
 use crate::{Error, Result};
 
@@ -191,6 +191,10 @@ pub fn propose(
             approval_height: 0,
         };
         put_record(store, &shard_key(&cid_bytes, shard_id), &rec);
+        store.put(
+            shard_ref_key(&rec.data_hash, &cid_bytes, shard_id).as_bytes(),
+            b"",
+        );
     }
     dataset_event(events, &dataset, "proposed", proposer);
     Ok(())

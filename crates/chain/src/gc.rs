@@ -13,12 +13,13 @@
 //! gradient, replica, model version or trace also emits `EvUnpin` for each
 //! CID it referenced that no live record references any more
 //! ([`content_referenced`]: a gradient or replica with that CID, a pin of
-//! it, a model version or trace naming it, a dataset with that CID), so the
-//! node unpins content exactly when the chain stops needing it. Pins end
+//! it, a model version or trace naming it, a dataset or dataset shard with
+//! that CID), so the node unpins content exactly when the chain stops
+//! needing it. Pins end
 //! their obligation ([`crate::pins::expire`]).
 
 use crate::accounts::{Store, StoreRead};
-use crate::exec::{Ctx, Events, cid_text, emit, parse_cid};
+use crate::exec::{Ctx, Events, cid_text, emit, parse_cid, stored_address};
 use crate::models::{model_cids, model_key, trace_key};
 use crate::proto::{
     Challenge, ComputationTrace, EvRecordExpired, EvUnpin, ModelVersion, ProofOfReplication, event,
@@ -27,7 +28,7 @@ use crate::replicas::replica_key;
 use crate::state::Key;
 use crate::tables::{
     CHALLENGE, CONTENT_REF, EXPIRY, ExpiryKind, PIN, VERIFICATION, content_ref_key, get_record,
-    hex_lower, list_items, list_value,
+    hex_lower, list_items, list_value, owner_key,
 };
 use crate::{Error, Result};
 
@@ -43,14 +44,24 @@ fn expired(events: &mut Events, kind: ExpiryKind, id: String) {
 
 /// Whether any live record references the content `cid_bytes`.
 pub fn content_referenced(store: &impl StoreRead, cid_bytes: &[u8]) -> Result<bool> {
+    Ok(content_kept(store, cid_bytes)?
+        || !store
+            .scan_prefix(Key::new(PIN).tail(cid_bytes).as_bytes(), 1)?
+            .is_empty())
+}
+
+/// Whether a live record other than a pin references the content
+/// `cid_bytes`: a gradient or replica with that CID, a dataset or dataset
+/// shard, a model version or trace naming it. This is the content the
+/// network keeps, and so the content pins are paid for.
+pub fn content_kept(store: &impl StoreRead, cid_bytes: &[u8]) -> Result<bool> {
     let exists = |key: Key| -> Result<bool> { Ok(store.get(key.as_bytes())?.is_some()) };
-    let any_under =
-        |prefix: Key| -> Result<bool> { Ok(!store.scan_prefix(prefix.as_bytes(), 1)?.is_empty()) };
     Ok(crate::gradients::is_stored(store, cid_bytes)?
         || exists(replica_key(cid_bytes))?
         || exists(crate::datasets::dataset_key(cid_bytes))?
-        || any_under(Key::new(PIN).tail(cid_bytes))?
-        || any_under(Key::new(CONTENT_REF).tail(cid_bytes))?)
+        || !store
+            .scan_prefix(Key::new(CONTENT_REF).tail(cid_bytes).as_bytes(), 1)?
+            .is_empty())
 }
 
 /// Emits `EvUnpin` for `cid_bytes` unless a live record still references it.
@@ -162,6 +173,8 @@ fn remove(
                 && r.expiry_height == height
             {
                 store.delete(key.as_bytes());
+                let miner = stored_address(&r.miner_address, "replica miner")?;
+                store.delete(owner_key(&miner, kind, id).as_bytes());
                 expired(events, kind, cid_text(id));
                 unpin_if_unreferenced(store, id, events)?;
             }
@@ -175,6 +188,13 @@ fn remove(
             let key = Key::new(VERIFICATION).tail(id);
             if store.get(key.as_bytes())?.is_some() {
                 store.delete(key.as_bytes());
+                let split = id
+                    .len()
+                    .checked_sub(20)
+                    .ok_or_else(|| Error::Store("verification expiry id is too short".into()))?;
+                let (cid, validator) = id.split_at(split);
+                let validator = stored_address(validator, "verification validator")?;
+                store.delete(owner_key(&validator, kind, cid).as_bytes());
                 expired(events, kind, hex_lower(id));
             }
         }
@@ -208,6 +228,8 @@ fn remove(
             if let Some(t) = get_record::<ComputationTrace>(store, &key)? {
                 store.delete(key.as_bytes());
                 store.delete(content_ref_key(&t.trace_hash, kind, id).as_bytes());
+                let submitter = stored_address(&t.submitter, "trace submitter")?;
+                store.delete(owner_key(&submitter, kind, id).as_bytes());
                 expired(events, kind, hex_lower(id));
                 unpin_if_unreferenced(store, &t.trace_hash, events)?;
             }

@@ -1,22 +1,34 @@
 //! `r3mes-chain`: the deterministic keeper, the chain state machine of r3mes
 //! (issue 5, DESIGN.md decision 5).
 //!
-//! What exists so far is the foundation every keeper rule stands on:
-//! secp256k1 accounts and keys ([`crypto`]), Cosmos-style bech32 addresses
-//! with the `remes` prefix, signed transactions with documented,
-//! deterministic sign bytes ([`tx`], wire format in
-//! `proto/r3mes/chain/v1/tx.proto`), and the state store ([`state`]): redb
-//! tables written one block at a time, atomic transactions inside a block,
-//! and an app hash committing to the whole state ([`apphash`]); parameters
-//! with defaults ([`params`]), a JSON genesis ([`genesis`]), accounts with
-//! balances, stakes, sequences and supply accounting ([`accounts`]), and
-//! signed-transaction application with `MsgSend` ([`apply`]).
+//! The [`Keeper`] applies signed transactions in blocks and runs each
+//! block's end-of-block work; one module per rule of the seed's Go keeper
+//! (`remes/x/remes`):
 //!
-//! Not yet: validators, staking messages, rounds, gradients, challenges and
-//! the other rules of issue 5. What it never is: the code here uses no
-//! floats, no wall clock and no I/O besides its store; the caller supplies
-//! block height and time, chain id and expected sequence, so the same inputs
-//! always give the same answer.
+//! - accounts, keys and transactions: secp256k1 keys and bech32 `remes`
+//!   addresses ([`crypto`]), balances, stakes, sequences and supply
+//!   ([`accounts`], [`staking`]), signed transactions with documented
+//!   deterministic sign bytes ([`tx`]; wire format in
+//!   `proto/r3mes/chain/v1/tx.proto`), their application ([`apply`]);
+//! - gradients with the fixed 2048-token chunk rule and proof of work
+//!   ([`gradients`], stored in per-block batches, [`batches`]), rounds and
+//!   `AssignShard` ([`rounds`]), datasets and shards ([`datasets`]);
+//! - data availability: sampling, challenges, Merkle answers and slashing
+//!   ([`challenges`]); proof of replication ([`replicas`]); pinning
+//!   incentives ([`pins`]); tolerant verification results
+//!   ([`verification`]); model versions and traces ([`models`]);
+//! - retention and garbage collection ([`gc`], the policies in
+//!   [`params::Params::data_policies`]); read-only [`queries`].
+//!
+//! State lives in redb, written one block per write transaction, with an
+//! app hash over the whole state ([`state`], [`apphash`], the key layout in
+//! [`tables`]); parameters and genesis in [`params`] and [`genesis`].
+//!
+//! What it never is: the rule code uses no floats, no wall clock and no
+//! I/O besides its store; the caller supplies block height and hash, and
+//! time is the height times `block_time_ms`, so the same blocks always give
+//! the same state and app hash. [`bench`] (`r3mes bench chain`) is the one
+//! module that reads a clock, to time the keeper.
 
 pub mod accounts;
 pub mod apphash;

@@ -18,7 +18,7 @@ use crate::proto::{
 use crate::state::Key;
 use crate::tables::{
     ExpiryKind, LATEST_MODEL, MODEL, TRACE, content_ref_key, get_record, get_u64, hex_lower,
-    put_record, schedule_expiry, singleton,
+    owner_key, put_record, schedule_expiry, singleton,
 };
 use crate::{Error, Result};
 
@@ -196,6 +196,7 @@ pub fn record_trace(
         content_ref_key(&record.trace_hash, ExpiryKind::Trace, &id).as_bytes(),
         &[],
     );
+    store.put(owner_key(submitter, ExpiryKind::Trace, &id).as_bytes(), b"");
     schedule_expiry(store, expiry, ExpiryKind::Trace, &id)?;
     emit(
         events,

@@ -2,17 +2,20 @@
 //!
 //! Every value is an integer: durations are in blocks or milliseconds,
 //! fractions in parts per million (ppm). Retention periods are derived from
-//! `block_time_ms` by [`Params::default_for_block_time`], so a chain with a
-//! different block time keeps the seed's wall-clock retention.
+//! `block_time_ms` and the seed's `DataPolicies`
+//! ([`r3mes_protocol::retention::DataClass`]) by
+//! [`Params::default_for_block_time`], so a chain with a different block
+//! time keeps the seed's wall-clock retention; [`Params::data_policies`]
+//! gives the whole policy table (retention in blocks, replication level,
+//! pinning) as this chain applies it.
 
+use r3mes_protocol::retention::DataClass;
 use serde::{Deserialize, Serialize};
 
 use crate::{Error, Result};
 
 /// One million: the denominator of every `*_ppm` parameter.
 pub const PPM: u64 = 1_000_000;
-
-const DAY_MS: u64 = 24 * 60 * 60 * 1000;
 
 /// The keeper's parameters, stored in genesis (JSON).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -99,13 +102,7 @@ impl Params {
     /// `block_time_ms` (rounded up to whole blocks; a zero block time gives
     /// zero retention and fails [`validate`](Self::validate)).
     pub fn default_for_block_time(block_time_ms: u64) -> Self {
-        let blocks = |ms: u64| {
-            if block_time_ms == 0 {
-                0
-            } else {
-                ms.div_ceil(block_time_ms)
-            }
-        };
+        let blocks = |class: DataClass| class.retention_blocks(block_time_ms).unwrap_or(0);
         Params {
             block_time_ms,
             response_window: 3,
@@ -114,9 +111,9 @@ impl Params {
             max_challenges_per_block: 100,
             slash_availability_ppm: 50_000,
             round_length: 100,
-            retention_checkpoint_blocks: blocks(365 * DAY_MS),
-            retention_gradient_blocks: blocks(7 * DAY_MS),
-            retention_trace_blocks: blocks(DAY_MS),
+            retention_checkpoint_blocks: blocks(DataClass::CheckpointModel),
+            retention_gradient_blocks: blocks(DataClass::GradientUpdate),
+            retention_trace_blocks: blocks(DataClass::ComputationTrace),
             max_tx_bytes: 65_536,
             max_clock_skew_ms: 60_000,
             pow_difficulty_bits: 16,
@@ -132,8 +129,34 @@ impl Params {
             max_challenge_deadlines_per_block: 1_000,
             max_pin_reward_per_block: 10,
             min_pin_stake: 1_000,
-            max_pin_blocks: blocks(365 * DAY_MS),
+            max_pin_blocks: blocks(DataClass::CheckpointModel),
         }
+    }
+
+    /// Blocks content of `class` is retained on this chain.
+    pub fn retention_blocks(&self, class: DataClass) -> u64 {
+        match class {
+            DataClass::CheckpointModel => self.retention_checkpoint_blocks,
+            DataClass::GradientUpdate => self.retention_gradient_blocks,
+            DataClass::ComputationTrace => self.retention_trace_blocks,
+        }
+    }
+
+    /// The seed's `DataPolicies` as this chain applies them: per class, the
+    /// retention in blocks (these parameters) with the seed's replication
+    /// level and pinning requirement. Model versions are checkpoints;
+    /// gradients and replicas are gradient updates; traces, closed
+    /// challenges and verification results are computation traces.
+    pub fn data_policies(&self) -> Vec<DataPolicy> {
+        DataClass::ALL
+            .into_iter()
+            .map(|class| DataPolicy {
+                data_type: class.as_str().to_owned(),
+                retention_blocks: self.retention_blocks(class),
+                replication_level: class.replication_level(),
+                pinning_required: class.pinning_required(),
+            })
+            .collect()
     }
 
     /// Checks every parameter's range; the error names the first bad one.
@@ -162,6 +185,11 @@ impl Params {
             || self.retention_checkpoint_blocks == 0
         {
             return bad("retention periods must be positive");
+        }
+        if self.retention_gradient_blocks <= self.response_window.saturating_add(1) {
+            return bad(
+                "retention_gradient_blocks must exceed response_window + 1 (a gradient sampled the block after its inclusion must outlive its challenge deadline)",
+            );
         }
         if self.max_tx_bytes == 0 {
             return bad("max_tx_bytes must be positive");
@@ -200,4 +228,18 @@ impl Params {
         }
         Ok(())
     }
+}
+
+/// One row of the seed's `DataPolicies` (`RetentionPolicy`), in blocks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DataPolicy {
+    /// The seed's data type name (`checkpoint_model`, `gradient_update`,
+    /// `computation_trace`).
+    pub data_type: String,
+    /// Blocks the chain keeps its records.
+    pub retention_blocks: u64,
+    /// Copies the network should hold (pinners, replicas).
+    pub replication_level: u64,
+    /// Whether holders must keep it pinned for the whole retention.
+    pub pinning_required: bool,
 }

@@ -3,12 +3,19 @@
 //! A pinner bonds `stake` from its balance into the pin, promises to keep
 //! the content until `expiry_height`, and earns `reward_per_block` (at most
 //! `max_pin_reward_per_block`) for every block from registration to expiry.
+//! Only content the network keeps can be pinned for rewards: a live
+//! gradient, replica, dataset or dataset shard, or a file a model version
+//! or trace names ([`crate::gc::content_kept`]); rewards are minted, and
+//! pins of arbitrary bytes would mint for nothing.
+//!
 //! Rewards are minted (the only minting besides genesis) and paid when
 //! claimed and at expiry, so no per-block work is spent on pins. While the
 //! pin runs, validators may challenge it ([`crate::challenges`], kind PIN);
-//! a missed deadline slashes the pin's stake. At expiry the end-of-block GC
-//! pays the remaining rewards, returns the remaining stake and removes the
-//! pin: the obligation ends.
+//! a missed deadline slashes the pin's stake and forfeits the rewards
+//! accrued since the last payment ([`forfeit_rewards`]): blocks in which the
+//! pinner could not show the content earn nothing. At expiry the
+//! end-of-block GC pays the remaining rewards, returns the remaining stake
+//! and removes the pin: the obligation ends.
 
 use crate::accounts::{Store, StoreRead, get_account, mint, set_account};
 use crate::crypto::Address;
@@ -18,7 +25,9 @@ use crate::proto::{
 };
 use crate::staking::stored_amount;
 use crate::state::Key;
-use crate::tables::{ExpiryKind, PIN, get_record, put_record, scan_records, schedule_expiry};
+use crate::tables::{
+    ExpiryKind, PIN, get_record, owner_key, put_record, scan_records, schedule_expiry,
+};
 use crate::tx::join_amount;
 use crate::{Error, Result};
 
@@ -62,6 +71,11 @@ pub fn register(
     if store.get(key.as_bytes())?.is_some() {
         return Err(Error::AlreadyExists(format!("pin of {cid} by {pinner}")));
     }
+    if !crate::gc::content_kept(store, &cid_bytes)? {
+        return Err(Error::NotFound(format!(
+            "content {cid}: no live gradient, replica, dataset, shard, model or trace names it, so pinning it earns nothing"
+        )));
+    }
     let mut acc = get_account(store, pinner)?;
     acc.debit(stake)?;
     set_account(store, pinner, &acc);
@@ -77,6 +91,10 @@ pub fn register(
         verification_proof: Vec::new(),
     };
     put_record(store, &key, &record);
+    store.put(
+        owner_key(pinner, ExpiryKind::Pin, &cid_bytes).as_bytes(),
+        b"",
+    );
     let mut id = cid_bytes;
     id.extend_from_slice(pinner.as_bytes());
     schedule_expiry(store, msg.expiry_height, ExpiryKind::Pin, &id)?;
@@ -92,6 +110,15 @@ pub fn register(
     Ok(())
 }
 
+/// The rewards `pin` accrued from its last payment up to `min(height,
+/// expiry)`; advances `rewarded_height` there, so they are settled once.
+fn settle_accrued(height: u64, pin: &mut PinningIncentive) -> u128 {
+    let until = height.min(pin.expiry_height);
+    let blocks = until.saturating_sub(pin.rewarded_height);
+    pin.rewarded_height = pin.rewarded_height.max(until);
+    u128::from(blocks) * u128::from(pin.reward_per_block)
+}
+
 /// Mints the rewards `pin` accrued up to `min(height, expiry)` to the
 /// pinner and advances `rewarded_height`. Returns the amount.
 pub fn pay_rewards(
@@ -101,10 +128,7 @@ pub fn pay_rewards(
     pin: &mut PinningIncentive,
     events: &mut Events,
 ) -> Result<u128> {
-    let until = height.min(pin.expiry_height);
-    let blocks = until.saturating_sub(pin.rewarded_height);
-    let amount = u128::from(blocks) * u128::from(pin.reward_per_block);
-    pin.rewarded_height = pin.rewarded_height.max(until);
+    let amount = settle_accrued(height, pin);
     if amount == 0 {
         return Ok(0);
     }
@@ -123,6 +147,29 @@ pub fn pay_rewards(
         }),
     );
     Ok(amount)
+}
+
+/// Forfeits the rewards `pin` accrued since its last payment (up to
+/// `min(height, expiry)`) without minting them; returns the amount.
+pub fn forfeit_rewards(
+    height: u64,
+    pinner: &Address,
+    pin: &mut PinningIncentive,
+    events: &mut Events,
+) -> u128 {
+    let amount = settle_accrued(height, pin);
+    if amount > 0 {
+        emit(
+            events,
+            event::Kind::Pin(EvPin {
+                content_hash: crate::exec::cid_text(&pin.content_hash),
+                pinner: pinner.to_string(),
+                action: "rewards_forfeited".into(),
+                amount: amount.to_string(),
+            }),
+        );
+    }
+    amount
 }
 
 /// `MsgClaimPinRewards` from `pinner`.
@@ -175,6 +222,7 @@ pub fn expire(
     acc.credit(stake)?;
     set_account(store, &pinner, &acc);
     store.delete(key.as_bytes());
+    store.delete(owner_key(&pinner, ExpiryKind::Pin, cid_bytes).as_bytes());
     emit(
         events,
         event::Kind::Pin(EvPin {

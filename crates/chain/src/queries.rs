@@ -1,6 +1,7 @@
 //! Read-only queries over committed state (or any [`StoreRead`] view):
-//! every record kind, per-miner and per-round listings, params, stakes and
-//! balances. Listings take a limit; nothing here writes.
+//! every record kind, per-miner and per-round listings, the records an
+//! address holds ([`owned`]), params, stakes and balances. Listings take a
+//! limit; nothing here writes.
 
 use crate::accounts::{Account, StoreRead, get_account, total_supply};
 use crate::challenges::{get_challenge, pending_for};
@@ -16,7 +17,10 @@ use crate::proto::{
 use crate::replicas::replica_key;
 use crate::rounds::{assigned_shard, current_round, get_round};
 use crate::state::Key;
-use crate::tables::{DATASET, PIN, SHARD, VERIFICATION, get_record, parse_hex, scan_records};
+use crate::tables::{
+    DATASET, ExpiryKind, PIN, SHARD, VERIFICATION, get_record, hex_lower, owned_ids, parse_hex,
+    scan_records,
+};
 use crate::{Error, Result};
 
 /// An account (balance, stake, unbonding, sequence).
@@ -203,4 +207,68 @@ pub fn model(store: &impl StoreRead, version: Option<u64>) -> Result<Option<Mode
 pub fn trace(store: &impl StoreRead, id_hex: &str) -> Result<Option<ComputationTrace>> {
     let id: [u8; 32] = parse_hex("trace_id", id_hex)?;
     get_record(store, &trace_key(&id))
+}
+
+/// Records `owner` holds, per kind, at most `limit` of each kind asked for
+/// (see [`owned`]).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Owned {
+    /// Replicas the address registered as miner.
+    pub replicas: Vec<ProofOfReplication>,
+    /// Pins the address bonded.
+    pub pins: Vec<PinningIncentive>,
+    /// Verification results the address submitted as validator.
+    pub verifications: Vec<VerificationResult>,
+    /// Traces the address recorded.
+    pub traces: Vec<ComputationTrace>,
+}
+
+/// The live replicas, pins, verification results and traces `owner`
+/// holds, through the per-owner markers (cost: what is returned, never the
+/// table's size); `kinds` limits which are read (empty: all four).
+pub fn owned(
+    store: &impl StoreRead,
+    owner: &Address,
+    kinds: &[ExpiryKind],
+    limit: usize,
+) -> Result<Owned> {
+    let wants = |kind| kinds.is_empty() || kinds.contains(&kind);
+    let missing = |what: &str, id: &[u8]| {
+        Error::Store(format!(
+            "owner marker names a missing {what} {}",
+            hex_lower(id)
+        ))
+    };
+    let mut out = Owned::default();
+    if wants(ExpiryKind::Replica) {
+        for id in owned_ids(store, owner, ExpiryKind::Replica, limit)? {
+            let r = get_record(store, &replica_key(&id))?;
+            out.replicas.push(r.ok_or_else(|| missing("replica", &id))?);
+        }
+    }
+    if wants(ExpiryKind::Pin) {
+        for id in owned_ids(store, owner, ExpiryKind::Pin, limit)? {
+            let p = get_record(store, &pin_key(&id, owner))?;
+            out.pins.push(p.ok_or_else(|| missing("pin", &id))?);
+        }
+    }
+    if wants(ExpiryKind::Verification) {
+        for id in owned_ids(store, owner, ExpiryKind::Verification, limit)? {
+            let key = crate::verification::verification_key(&id, owner);
+            let v = get_record(store, &key)?;
+            out.verifications
+                .push(v.ok_or_else(|| missing("verification", &id))?);
+        }
+    }
+    if wants(ExpiryKind::Trace) {
+        for id in owned_ids(store, owner, ExpiryKind::Trace, limit)? {
+            let trace_id: [u8; 32] = id
+                .as_slice()
+                .try_into()
+                .map_err(|_| Error::Store("trace marker id is not 32 bytes".into()))?;
+            let t = get_record(store, &trace_key(&trace_id))?;
+            out.traces.push(t.ok_or_else(|| missing("trace", &id))?);
+        }
+    }
+    Ok(out)
 }

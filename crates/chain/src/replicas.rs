@@ -23,7 +23,7 @@ use crate::crypto::Address;
 use crate::exec::{Ctx, Events, emit, parse_cid, require_stake};
 use crate::proto::{EvReplicaRegistered, MsgRegisterReplica, ProofOfReplication, event};
 use crate::state::Key;
-use crate::tables::{ExpiryKind, REPLICA, parse_hex, put_record, schedule_expiry};
+use crate::tables::{ExpiryKind, REPLICA, owner_key, parse_hex, put_record, schedule_expiry};
 use crate::{Error, Result};
 
 /// The key of a replica record.
@@ -73,6 +73,10 @@ pub fn register(
         expiry_height: expiry,
     };
     put_record(store, &key, &record);
+    store.put(
+        owner_key(miner, ExpiryKind::Replica, &replica_bytes).as_bytes(),
+        b"",
+    );
     schedule_expiry(store, expiry, ExpiryKind::Replica, &replica_bytes)?;
     emit(
         events,

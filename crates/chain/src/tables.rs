@@ -11,14 +11,16 @@
 //! | `0x10` | address | account (see [`crate::accounts`]) |
 //! | `0x11` | - | total supply |
 //! | `0x12` | address | validator marker (empty) |
+//! | `0x14` | owner address, kind byte ([`ExpiryKind`]), record id | marker of a record the address holds (empty): a replica (id: replica CID bytes) of its miner, a pin (content CID bytes) of its pinner, a verification result (gradient CID bytes) of its validator, a trace (trace id) of its submitter |
 //! | `0x20` | be64 inclusion height, list shard of the CID | batch of `StoredGradient`s, CID as item id ([`crate::batches`]) |
 //! | `0x23` | be64 height, kind byte, list shard | list of record ids expiring at that height |
-//! | `0x24` | CID bytes, kind byte, record id | content reference by a model or trace (empty) |
+//! | `0x24` | CID bytes, kind byte, record id | content reference by a model or trace (kind byte: the [`ExpiryKind`]), or by a dataset shard (kind byte `0x80`, record id: dataset CID bytes, be64 shard id) (empty) |
 //! | `0x28` | be64 round | `Round` |
 //! | `0x29` | - | be64 current round id |
 //! | `0x30` | challenge id | `Challenge` |
 //! | `0x31` | be64 deadline, challenge id | pending-challenge marker |
 //! | `0x32` | target address, challenge id | pending-challenge marker per target |
+//! | `0x33` | content CID bytes, challenge id | challenge marker per content (removed with the challenge) |
 //! | `0x40` | replica CID bytes | `ProofOfReplication` |
 //! | `0x50` | content CID bytes, pinner address | `PinningIncentive` |
 //! | `0x60` | gradient CID bytes, validator address | `VerificationResult` |
@@ -47,6 +49,8 @@ pub const PARAMS: u8 = 0x01;
 pub const CHAIN_INFO: u8 = 0x02;
 /// Validator markers.
 pub const VALIDATOR: u8 = 0x12;
+/// Records by the address that holds them (markers).
+pub const BY_OWNER: u8 = 0x14;
 /// Batches of stored gradients by inclusion height and list shard.
 pub const GRADIENT: u8 = 0x20;
 /// Retention queue: ids expiring at a height, per record kind.
@@ -253,6 +257,50 @@ pub fn content_ref_key(cid_bytes: &[u8], kind: ExpiryKind, id: &[u8]) -> Key {
         .tail(cid_bytes)
         .u8(kind as u8)
         .tail(id)
+}
+
+/// The marker saying `owner` holds record `id` of `kind` (see the table in
+/// the module docs for what `id` is per kind).
+pub fn owner_key(owner: &crate::crypto::Address, kind: ExpiryKind, id: &[u8]) -> Key {
+    Key::new(BY_OWNER)
+        .tail(owner.as_bytes())
+        .u8(kind as u8)
+        .tail(id)
+}
+
+/// The ids of up to `limit` records of `kind` that `owner` holds, in id
+/// order.
+pub fn owned_ids(
+    store: &impl StoreRead,
+    owner: &crate::crypto::Address,
+    kind: ExpiryKind,
+    limit: usize,
+) -> Result<Vec<Vec<u8>>> {
+    let prefix = Key::new(BY_OWNER).tail(owner.as_bytes()).u8(kind as u8);
+    let skip = prefix.as_bytes().len();
+    store
+        .scan_prefix(prefix.as_bytes(), limit)?
+        .into_iter()
+        .map(|(key, _)| {
+            key.get(skip..)
+                .map(<[u8]>::to_vec)
+                .ok_or_else(|| Error::Store("short owner marker key".into()))
+        })
+        .collect()
+}
+
+/// The kind byte of a content reference by a dataset shard (outside the
+/// [`ExpiryKind`] range: datasets never expire).
+pub const SHARD_REF_KIND: u8 = 0x80;
+
+/// The marker saying shard `shard_id` of dataset `dataset_cid` is content
+/// `shard_cid`.
+pub fn shard_ref_key(shard_cid: &[u8], dataset_cid: &[u8], shard_id: u64) -> Key {
+    Key::new(CONTENT_REF)
+        .tail(shard_cid)
+        .u8(SHARD_REF_KIND)
+        .tail(dataset_cid)
+        .u64(shard_id)
 }
 
 /// Lower-case hex.

@@ -15,7 +15,7 @@ use crate::gradients::get_gradient;
 use crate::proto::{EvVerification, MsgSubmitVerification, VerificationResult, event};
 use crate::staking::slash_account;
 use crate::state::Key;
-use crate::tables::{ExpiryKind, VERIFICATION, put_record, schedule_expiry};
+use crate::tables::{ExpiryKind, VERIFICATION, owner_key, put_record, schedule_expiry};
 use crate::{Error, Result};
 
 /// The key of a verification result.
@@ -82,6 +82,10 @@ pub fn submit(
         expiry_height: gradient.expiry_height,
     };
     put_record(store, &key, &record);
+    store.put(
+        owner_key(validator, ExpiryKind::Verification, &cid_bytes).as_bytes(),
+        b"",
+    );
     let mut id = cid_bytes;
     id.extend_from_slice(validator.as_bytes());
     schedule_expiry(

@@ -42,6 +42,37 @@ fn default_retention_follows_block_time() {
 }
 
 #[test]
+fn data_policies_are_the_seeds_in_blocks() {
+    let p = Params::default_for_block_time(1000);
+    let table: Vec<_> = p
+        .data_policies()
+        .into_iter()
+        .map(|d| {
+            (
+                d.data_type,
+                d.retention_blocks,
+                d.replication_level,
+                d.pinning_required,
+            )
+        })
+        .collect();
+    assert_eq!(
+        table,
+        vec![
+            ("checkpoint_model".to_owned(), 365 * 86_400, 10, true),
+            ("gradient_update".to_owned(), 7 * 86_400, 3, false),
+            ("computation_trace".to_owned(), 86_400, 2, false),
+        ]
+    );
+    // Retention follows the chain's own parameters.
+    let short = Params {
+        retention_gradient_blocks: 40,
+        ..p
+    };
+    assert_eq!(short.data_policies()[1].retention_blocks, 40);
+}
+
+#[test]
 fn parse_errors_are_rejected() {
     assert_eq!(code("{"), 51);
     assert_eq!(code(&with(|v| v["chain_id"] = "".into())), 51);

@@ -12,7 +12,10 @@ mod common;
 use std::collections::BTreeMap;
 
 use cid::Cid;
-use common::{addr, block_hash, content, genesis, import, key, sign_raw, test_params};
+use common::{
+    addr, block_hash, content, dataset_proposal, genesis, import, key, model_version, replica_msg,
+    replica_of, sign_raw, test_params,
+};
 use proptest::prelude::*;
 use r3mes_chain::apply::TxOutcome;
 use r3mes_chain::gradients::{leading_zero_bits, pow_digest, solve_pow};
@@ -102,6 +105,25 @@ enum Op {
     Stale {
         who: u32,
     },
+    Dataset {
+        who: u32,
+        provider: u32,
+        content: usize,
+    },
+    Approve {
+        validator: u32,
+        content: usize,
+        deactivate: bool,
+    },
+    Replica {
+        miner: u32,
+        content: usize,
+    },
+    Model {
+        authority: u32,
+        content: usize,
+        version: u64,
+    },
 }
 
 const POOL: usize = 10;
@@ -128,8 +150,16 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (1u32..=3, c.clone(), any::<bool>(), -1_000_100i64..1_000_100).prop_map(
             |(validator, content, passed, cosine)| Op::Verify { validator, content, passed, cosine }
         ),
-        1 => (who.clone(), c).prop_map(|(who, content)| Op::Trace { who, content }),
-        1 => who.prop_map(|who| Op::Stale { who }),
+        1 => (who.clone(), c.clone()).prop_map(|(who, content)| Op::Trace { who, content }),
+        1 => who.clone().prop_map(|who| Op::Stale { who }),
+        1 => (who.clone(), 1u32..=7, c.clone())
+            .prop_map(|(who, provider, content)| Op::Dataset { who, provider, content }),
+        1 => (1u32..=3, c.clone(), any::<bool>()).prop_map(
+            |(validator, content, deactivate)| Op::Approve { validator, content, deactivate }
+        ),
+        1 => (who, c.clone()).prop_map(|(miner, content)| Op::Replica { miner, content }),
+        1 => (1u32..=3, c, 0u64..4)
+            .prop_map(|(authority, content, version)| Op::Model { authority, content, version }),
     ]
 }
 
@@ -139,9 +169,12 @@ fn schedule() -> impl Strategy<Value = Vec<Vec<Op>>> {
 
 /// The content pool: CIDs and their blocks.
 fn pool() -> Vec<(Cid, MemoryBlockStore)> {
-    (0..POOL)
-        .map(|i| import(&content(1_000 + i as u64, 1_500 + 700 * i)))
-        .collect()
+    (0..POOL).map(|i| import(&pool_bytes(i))).collect()
+}
+
+/// The bytes of pool entry `i`.
+fn pool_bytes(i: usize) -> Vec<u8> {
+    content(1_000 + i as u64, 1_500 + 700 * i)
 }
 
 /// Signs the ops of one block against `keeper`'s committed state.
@@ -286,6 +319,54 @@ fn build_txs(keeper: &Keeper, ops: &[Op], pool: &[(Cid, MemoryBlockStore)]) -> V
                 });
                 txs.push(sign_raw(who, msg, seq, common::CHAIN, time));
                 continue;
+            }
+            Op::Dataset {
+                who,
+                provider,
+                content,
+            } => {
+                let shards = [pool[(content + 3) % POOL].0, pool[(content + 5) % POOL].0];
+                let msg = dataset_proposal(who, provider, &pool[content].0, &shards, "set");
+                (who, Msg::ProposeDataset(msg))
+            }
+            Op::Approve {
+                validator,
+                content,
+                deactivate,
+            } => {
+                let dataset_hash = pool[content].0.to_string();
+                let msg = if deactivate {
+                    Msg::DeactivateDataset(MsgDeactivateDataset {
+                        validator: addr(validator).to_string(),
+                        dataset_hash,
+                    })
+                } else {
+                    Msg::ApproveDataset(MsgApproveDataset {
+                        validator: addr(validator).to_string(),
+                        dataset_hash,
+                        quality_ppm: 900_000,
+                    })
+                };
+                (validator, msg)
+            }
+            Op::Replica { miner, content } => {
+                let (data, replica, _, rid) = replica_of(miner, &pool_bytes(content));
+                (miner, replica_msg(miner, &data, &replica, &rid))
+            }
+            Op::Model {
+                authority,
+                content,
+                version,
+            } => {
+                let adapter = pool[(content + 1) % POOL].0;
+                let model = model_version(version, &pool[content].0, &[(&adapter, 8, "f16")]);
+                (
+                    authority,
+                    Msg::RegisterModel(MsgRegisterModel {
+                        authority: addr(authority).to_string(),
+                        model: Some(model),
+                    }),
+                )
             }
         };
         let seq = seqs
@@ -606,7 +687,7 @@ fn dataset_metadata() -> impl Strategy<Value = Option<DatasetMetadata>> {
     )
 }
 
-fn model_version() -> impl Strategy<Value = Option<ModelVersion>> {
+fn arbitrary_model() -> impl Strategy<Value = Option<ModelVersion>> {
     let adapter = (
         text(),
         any::<u64>(),
@@ -760,7 +841,7 @@ fn any_msg() -> impl Strategy<Value = Msg> {
                 })
             }
         ),
-        model_version().prop_map(|model| Msg::RegisterModel(MsgRegisterModel {
+        arbitrary_model().prop_map(|model| Msg::RegisterModel(MsgRegisterModel {
             authority: String::new(),
             model
         })),

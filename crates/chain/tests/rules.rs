@@ -8,21 +8,23 @@
 mod common;
 
 use cid::Cid;
-use common::{Chain, addr, block_hash, content, import, key, sign_raw, test_params};
+use common::{
+    Chain, addr, block_hash, content, dataset_proposal, import, key, model_version, replica_msg,
+    replica_of, sign_raw, test_params,
+};
 use prost::Message;
 use r3mes_chain::apply::{TxOutcome, TxResponse};
-use r3mes_chain::datasets::sign_dataset;
 use r3mes_chain::gradients::{leading_zero_bits, pow_digest, solve_pow};
 use r3mes_chain::params::Params;
 use r3mes_chain::proto::{
-    ChallengeKind, ChallengeStatus, ChunkData, DatasetMetadata, DatasetStatus, Event,
-    LoraAdapterRef, ModelVersion, MsgApproveDataset, MsgClaimPinRewards, MsgDeactivateDataset,
-    MsgIssueChallenge, MsgProposeDataset, MsgRecordTrace, MsgRegisterModel, MsgRegisterPin,
-    MsgRegisterReplica, MsgRespondChallenge, MsgSend, MsgStake, MsgSubmitGradient,
-    MsgSubmitVerification, MsgUnstake, StoredGradient, event, tx_body::Msg,
+    ChallengeKind, ChallengeStatus, ChunkData, DatasetStatus, Event, ModelVersion,
+    MsgApproveDataset, MsgClaimPinRewards, MsgDeactivateDataset, MsgIssueChallenge,
+    MsgProposeDataset, MsgRecordTrace, MsgRegisterModel, MsgRegisterPin, MsgRespondChallenge,
+    MsgSend, MsgStake, MsgSubmitGradient, MsgSubmitVerification, MsgUnstake, StoredGradient, event,
+    tx_body::Msg,
 };
 use r3mes_chain::queries;
-use r3mes_chain::tables::hex_lower;
+use r3mes_chain::tables::{ExpiryKind, hex_lower};
 use r3mes_ipfs::MemoryBlockStore;
 use r3mes_ipfs::proof::build_proof;
 
@@ -521,6 +523,16 @@ fn gradient_envelope_rejections() {
     // Sequence gap.
     let tx = sign_raw(2, m.clone(), 5, common::CHAIN, chain.next_time());
     chain.reject(tx, 26);
+    // A signature over other bytes (one bit of s flipped), and one made
+    // by another key over these bytes.
+    let good = sign_raw(2, m.clone(), 0, common::CHAIN, chain.next_time());
+    let mut proto = good.as_proto().clone();
+    proto.signature[40] ^= 0x01;
+    chain.reject(r3mes_chain::SignedTx::from_proto(proto), 5);
+    let by_other = sign_raw(3, m.clone(), 0, common::CHAIN, chain.next_time());
+    let mut proto = good.as_proto().clone();
+    proto.signature = by_other.as_proto().signature.clone();
+    chain.reject(r3mes_chain::SignedTx::from_proto(proto), 5);
     let tx = sign_raw(2, m, 0, common::CHAIN, chain.next_time() + skew);
     ok(chain.one(tx.clone()));
     // Replay: in a later block and inside one block.
@@ -683,24 +695,13 @@ fn dataset_msg(proposer: u32, provider: u32, seed: u64, shards: usize) -> (Cid, 
     let shard_cids: Vec<Cid> = (0..shards)
         .map(|i| cid_of(seed * 1000 + 1 + i as u64))
         .collect();
-    let mut meta = DatasetMetadata {
-        name: format!("set-{seed}"),
-        description: "tokenised text".into(),
-        data_type: "text".into(),
-        size: 123_456,
-        shard_count: shards as u64,
-        license: "cc-by-4.0".into(),
-        tags: vec!["en".into(), "wiki".into()],
-        ..Default::default()
-    };
-    sign_dataset(&key(provider), &dataset, &mut meta, &shard_cids).unwrap();
-    let msg = MsgProposeDataset {
-        proposer: addr(proposer).to_string(),
-        dataset_hash: dataset.to_string(),
-        metadata: Some(meta),
-        shard_cids: shard_cids.iter().map(Cid::to_string).collect(),
-        schema: "r3mes-tokens-v1".into(),
-    };
+    let msg = dataset_proposal(
+        proposer,
+        provider,
+        &dataset,
+        &shard_cids,
+        &format!("set-{seed}"),
+    );
     (dataset, msg)
 }
 
@@ -1183,6 +1184,63 @@ fn late_answer_is_refused_and_deadline_slashes_exactly() {
 }
 
 #[test]
+fn content_expiring_before_the_deadline_cannot_be_challenged() {
+    // Retention drops a gradient at its expiry height and tells its holder
+    // to unpin it: a challenge that would still be open then must not be
+    // issued, or the holder would be slashed for following the chain.
+    let mut chain = chain_with(params());
+    let window = params().response_window;
+    let (cid, _store) = submit_sized(&mut chain, 2, 63, 20_000);
+    let expiry = queries::gradient(chain.keeper.state(), &cid.to_string())
+        .unwrap()
+        .unwrap()
+        .expiry_height;
+    // The last height whose deadline falls before the expiry: accepted.
+    chain.advance_to(expiry - window - 2);
+    let id = issue(&mut chain, 1, ChallengeKind::Gradient, &cid, "");
+    assert_eq!(challenge(&chain, &id).response_deadline, expiry - 1);
+    // One block later the deadline would meet the expiry: refused, atomically.
+    assert_eq!(chain.next_height() + window, expiry);
+    let tx = chain.sign(1, issue_msg(1, ChallengeKind::Gradient, &cid, ""));
+    let err = chain.reject(tx, 62);
+    assert!(
+        err.to_string()
+            .contains(&format!("expires at height {expiry}")),
+        "{err}"
+    );
+    // Replicas follow the same rule.
+    let (data, replica, _replica_store, rid) = replica_of(3, &content(64, 5_000));
+    let tx = chain.sign(3, replica_msg(3, &data, &replica, &rid));
+    ok(chain.one(tx));
+    let replica_expiry = queries::replica(chain.keeper.state(), &replica.to_string())
+        .unwrap()
+        .unwrap()
+        .expiry_height;
+    chain.advance_to(replica_expiry - window);
+    let tx = chain.sign(1, issue_msg(1, ChallengeKind::Replica, &replica, ""));
+    chain.reject(tx, 62);
+}
+
+#[test]
+fn gradient_retention_must_outlive_a_sampled_challenge() {
+    let short = Params {
+        retention_gradient_blocks: params().response_window + 1,
+        ..params()
+    };
+    let err = short.validate().unwrap_err();
+    assert!(
+        err.to_string().contains("retention_gradient_blocks"),
+        "{err}"
+    );
+    Params {
+        retention_gradient_blocks: params().response_window + 2,
+        ..params()
+    }
+    .validate()
+    .unwrap();
+}
+
+#[test]
 fn sampling_rate_zero_issues_nothing_and_the_cap_holds() {
     let mut chain = chain_with(params());
     for seed in 0..4 {
@@ -1222,8 +1280,9 @@ fn sampling_rate_zero_issues_nothing_and_the_cap_holds() {
 #[test]
 fn failed_pin_challenge_slashes_the_pin_stake() {
     let mut chain = chain_with(params());
-    let (cid, store) = import(&content(90, 9000));
+    let (cid, store) = submit_sized(&mut chain, 2, 90, 9000);
     let expiry = chain.next_height() + 50;
+    let pinned_at = chain.next_height();
     let tx = chain.sign(3, pin_until(3, &cid, 10_000, 2, expiry));
     ok(chain.one(tx));
     // Pin challenges need the pinner; another account's pin does not exist.
@@ -1277,6 +1336,13 @@ fn failed_pin_challenge_slashes_the_pin_stake() {
         .unwrap()
         .unwrap();
     assert_eq!(pin.stake_amount, "9500");
+    // The rewards accrued since registration are forfeited, not minted.
+    let forfeited = pick!(events, Pin);
+    assert_eq!(forfeited.len(), 1);
+    assert_eq!(forfeited[0].action, "rewards_forfeited");
+    assert_eq!(forfeited[0].amount, (2 * (h + 3 - pinned_at)).to_string());
+    assert_eq!(pin.rewarded_height, h + 3);
+    assert_eq!(pin.rewards_paid, "0");
     assert_eq!(chain.acct(3), account);
     assert_eq!(chain.acct(1).balance, validator + 250);
     assert_eq!(chain.supply(), supply - 250);
@@ -1286,24 +1352,6 @@ fn failed_pin_challenge_slashes_the_pin_stake() {
 
 // ---------------------------------------------------------------------------
 // Replicas
-
-fn replica_of(miner: u32, data: &[u8]) -> (Cid, Cid, MemoryBlockStore, String) {
-    let (data_cid, _) = import(data);
-    let rid =
-        r3mes_protocol::replica::replication_id(&addr(miner).to_string(), &data_cid.to_bytes());
-    let encoded = r3mes_protocol::replica::encode_replica(&rid, data).unwrap();
-    let (replica_cid, store) = import(&encoded);
-    (data_cid, replica_cid, store, hex_lower(&rid))
-}
-
-fn replica_msg(miner: u32, data: &Cid, replica: &Cid, rid: &str) -> Msg {
-    Msg::RegisterReplica(MsgRegisterReplica {
-        miner: addr(miner).to_string(),
-        data_hash: data.to_string(),
-        replica_hash: replica.to_string(),
-        replication_id: rid.into(),
-    })
-}
 
 #[test]
 fn replica_registration_and_challenge() {
@@ -1409,7 +1457,15 @@ fn claim_msg(pinner: u32, cid: &Cid) -> Msg {
 #[test]
 fn pin_registration_bounds() {
     let mut chain = chain_with(params());
-    let cid = cid_of(110);
+    // Content nothing on chain keeps earns nothing: refused.
+    let h = chain.next_height();
+    let tx = chain.sign(3, pin_until(3, &cid_of(111), 1_000, 1, h + 10));
+    let err = chain.reject(tx, 68);
+    assert!(
+        err.to_string().contains("pinning it earns nothing"),
+        "{err}"
+    );
+    let (cid, _) = submit_sized(&mut chain, 4, 110, 300);
     // (stake, reward, expiry relative to the block, code)
     let cases: [(u128, u64, i64, u32); 7] = [
         (999, 1, 10, 62),
@@ -1458,8 +1514,8 @@ fn pin_registration_bounds() {
 #[test]
 fn pin_rewards_claims_expiry_and_obligation_end() {
     let mut chain = chain_with(params());
-    let cid = cid_of(120);
-    let start = chain.next_height(); // 3
+    let (cid, _) = submit_sized(&mut chain, 4, 120, 300);
+    let start = chain.next_height();
     let expiry = start + 20;
     let tx = chain.sign(3, pin_until(3, &cid, 5_000, 7, expiry));
     ok(chain.one(tx));
@@ -1644,25 +1700,7 @@ fn verification_results() {
 // Models and traces
 
 fn model(version: u64, backbone: &Cid, adapters: &[(&Cid, u64, &str)]) -> ModelVersion {
-    ModelVersion {
-        version,
-        backbone_hash: backbone.to_string(),
-        lora_adapters: adapters
-            .iter()
-            .enumerate()
-            .map(|(i, (cid, rank, precision))| LoraAdapterRef {
-                layer_id: format!("layers.{i}.attn"),
-                rank: *rank,
-                adapter_hash: cid.to_string(),
-                precision: (*precision).into(),
-            })
-            .collect(),
-        training_state_hash: String::new(),
-        checksum: vec![1; 32],
-        metadata_hash: String::new(),
-        block_height: 0,
-        expiry_height: 0,
-    }
+    model_version(version, backbone, adapters)
 }
 
 fn model_msg(authority: u32, m: ModelVersion) -> Msg {
@@ -2205,7 +2243,7 @@ fn queries_list_what_was_stored() {
 #[test]
 fn pin_challenged_just_before_expiry_is_still_slashable() {
     let mut chain = chain_with(params());
-    let (cid, _) = import(&content(190, 4000));
+    let (cid, _) = submit_sized(&mut chain, 2, 190, 4000);
     let expiry = chain.next_height() + 10;
     let tx = chain.sign(3, pin_until(3, &cid, 10_000, 0, expiry));
     ok(chain.one(tx));
@@ -2230,4 +2268,55 @@ fn pin_challenged_just_before_expiry_is_still_slashable() {
     assert_eq!(slashed.len(), 1, "the silent pinner was not slashed");
     assert_eq!(slashed[0].amount, "500");
     assert!(chain.supply() < supply);
+}
+
+// ---------------------------------------------------------------------------
+// Listings by address
+
+#[test]
+fn records_are_listed_by_the_address_that_holds_them() {
+    let mut chain = chain_with(params());
+    let (cid, _) = submit_sized(&mut chain, 2, 140, 2_000);
+    let h = chain.next_height();
+    let pin = chain.sign(3, pin_until(3, &cid, 1_000, 1, h + 5));
+    let (data, replica, _, rid) = replica_of(4, &content(141, 3_000));
+    let replica_tx = chain.sign(4, replica_msg(4, &data, &replica, &rid));
+    let verification = chain.sign(1, verification_msg(1, &cid, 990_000, 32, true));
+    let trace = chain.sign(2, trace_msg(2, &cid_of(142), ""));
+    let r = chain.block(vec![pin, replica_tx, verification, trace]);
+    assert!(r.txs.iter().all(Result::is_ok), "{:?}", r.txs);
+    let owned = |chain: &Chain, who: u32, kinds: &[ExpiryKind]| {
+        queries::owned(chain.keeper.state(), &addr(who), kinds, 10).unwrap()
+    };
+    let pins = owned(&chain, 3, &[]);
+    assert_eq!(pins.pins.len(), 1);
+    assert_eq!(pins.pins[0].content_hash, cid.to_bytes());
+    assert!(pins.replicas.is_empty() && pins.traces.is_empty());
+    let replicas = owned(&chain, 4, &[]);
+    assert_eq!(replicas.replicas.len(), 1);
+    assert_eq!(replicas.replicas[0].replica_hash, replica.to_bytes());
+    let verifications = owned(&chain, 1, &[]);
+    assert_eq!(verifications.verifications.len(), 1);
+    assert_eq!(verifications.verifications[0].ipfs_hash, cid.to_bytes());
+    let traces = owned(&chain, 2, &[]);
+    assert_eq!(traces.traces.len(), 1);
+    assert_eq!(traces.traces[0].trace_hash, cid_of(142).to_bytes());
+    // Asking for one kind reads only that kind.
+    let only = owned(&chain, 2, &[ExpiryKind::Replica]);
+    assert_eq!(only, queries::Owned::default());
+    // Markers leave with their records: the pin at its expiry, the rest
+    // with retention.
+    chain.advance_to(h + 5);
+    assert!(owned(&chain, 3, &[]).pins.is_empty());
+    assert_eq!(owned(&chain, 4, &[]).replicas.len(), 1);
+    chain.advance_to(h + 40);
+    for who in 1..=4 {
+        assert_eq!(owned(&chain, who, &[]), queries::Owned::default());
+    }
+    let markers = chain
+        .keeper
+        .state()
+        .scan_prefix(&[r3mes_chain::tables::BY_OWNER], 10)
+        .unwrap();
+    assert!(markers.is_empty(), "{markers:?}");
 }

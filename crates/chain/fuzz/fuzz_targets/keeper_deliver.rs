@@ -8,6 +8,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use prost::Message;
+use r3mes_chain::accounts::StoreRead;
 use r3mes_chain::genesis::{Genesis, GenesisAccount, GenesisFile};
 use r3mes_chain::params::Params;
 use r3mes_chain::proto::TxBody;
@@ -43,12 +44,24 @@ fuzz_target!(|data: &[u8]| {
         .and_then(|b| b.commit())
         .expect("block 2");
     let mut block = keeper.begin_block(3, [3; 32]).expect("block 3");
-    let _ = block.deliver_bytes(data);
+    let before = dump(block.store());
+    if block.deliver_bytes(data).is_err() {
+        assert!(dump(block.store()) == before, "a rejected tx changed state");
+    }
     if let Ok(body) = TxBody::decode(data) {
         let time = keeper.block_time_ms(3).expect("time");
-        if let Ok(tx) = SignedTx::sign(body, &key, 0, "fuzz-1", time) {
-            let _ = block.deliver(&tx);
+        let sequence = keeper.account(&key.public_key().address()).expect("account").sequence;
+        if let Ok(tx) = SignedTx::sign(body, &key, sequence, "fuzz-1", time) {
+            let before = dump(block.store());
+            if block.deliver(&tx).is_err() {
+                assert!(dump(block.store()) == before, "a rejected tx changed state");
+            }
         }
     }
     let _ = block.end_block();
 });
+
+/// Every key and value the block's state holds.
+fn dump(store: &impl StoreRead) -> Vec<(Vec<u8>, Vec<u8>)> {
+    store.scan_prefix(&[], usize::MAX).expect("scan")
+}

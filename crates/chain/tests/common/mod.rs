@@ -344,3 +344,88 @@ impl Chain {
             .expect("block time")
     }
 }
+
+/// A `MsgProposeDataset` of `dataset` with `shards`, signed by `provider`
+/// and proposed by `proposer`.
+pub fn dataset_proposal(
+    proposer: u32,
+    provider: u32,
+    dataset: &Cid,
+    shards: &[Cid],
+    name: &str,
+) -> r3mes_chain::proto::MsgProposeDataset {
+    let mut meta = r3mes_chain::proto::DatasetMetadata {
+        name: name.into(),
+        description: "tokenised text".into(),
+        data_type: "text".into(),
+        size: 123_456,
+        shard_count: shards.len() as u64,
+        license: "cc-by-4.0".into(),
+        tags: vec!["en".into(), "wiki".into()],
+        ..Default::default()
+    };
+    r3mes_chain::datasets::sign_dataset(&key(provider), dataset, &mut meta, shards)
+        .expect("dataset signs");
+    r3mes_chain::proto::MsgProposeDataset {
+        proposer: addr(proposer).to_string(),
+        dataset_hash: dataset.to_string(),
+        metadata: Some(meta),
+        shard_cids: shards.iter().map(Cid::to_string).collect(),
+        schema: "r3mes-tokens-v1".into(),
+    }
+}
+
+/// `miner`'s replica of `data`: (data CID, replica CID, the replica's
+/// blocks, replication id in hex).
+pub fn replica_of(miner: u32, data: &[u8]) -> (Cid, Cid, MemoryBlockStore, String) {
+    let (data_cid, _) = import(data);
+    let rid =
+        r3mes_protocol::replica::replication_id(&addr(miner).to_string(), &data_cid.to_bytes());
+    let encoded = r3mes_protocol::replica::encode_replica(&rid, data).expect("replica encodes");
+    let (replica_cid, store) = import(&encoded);
+    (
+        data_cid,
+        replica_cid,
+        store,
+        r3mes_chain::tables::hex_lower(&rid),
+    )
+}
+
+/// A `MsgRegisterReplica` of `miner`.
+pub fn replica_msg(miner: u32, data: &Cid, replica: &Cid, rid: &str) -> tx_body::Msg {
+    tx_body::Msg::RegisterReplica(r3mes_chain::proto::MsgRegisterReplica {
+        miner: addr(miner).to_string(),
+        data_hash: data.to_string(),
+        replica_hash: replica.to_string(),
+        replication_id: rid.into(),
+    })
+}
+
+/// A model version with `backbone` and adapters (CID, rank, precision).
+pub fn model_version(
+    version: u64,
+    backbone: &Cid,
+    adapters: &[(&Cid, u64, &str)],
+) -> r3mes_chain::proto::ModelVersion {
+    r3mes_chain::proto::ModelVersion {
+        version,
+        backbone_hash: backbone.to_string(),
+        lora_adapters: adapters
+            .iter()
+            .enumerate()
+            .map(
+                |(i, (cid, rank, precision))| r3mes_chain::proto::LoraAdapterRef {
+                    layer_id: format!("layers.{i}.attn"),
+                    rank: *rank,
+                    adapter_hash: cid.to_string(),
+                    precision: (*precision).into(),
+                },
+            )
+            .collect(),
+        training_state_hash: String::new(),
+        checksum: vec![1; 32],
+        metadata_hash: String::new(),
+        block_height: 0,
+        expiry_height: 0,
+    }
+}
