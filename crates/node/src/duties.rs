@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use r3mes_chain::Keeper;
 use r3mes_ipfs::ContentStore;
-use r3mes_verify::{CacheConfig, Vault, Verifier, VerifierConfig, VerifyCache};
+use r3mes_verify::{Vault, Verifier, VerifierConfig, VerifyCache};
 use r3mes_worker::{Duties, DutiesConfig, ResponderConfig, VerifierDutyConfig};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -21,11 +21,14 @@ use crate::init::VALIDATOR_KEY;
 use crate::keyring::Keyring;
 use crate::{Error, Result};
 
-/// The configured duties, or `None` when the settings ask for none.
+/// The configured duties, or `None` when the settings ask for none. The
+/// verification duty reads through `cache` (the node keeps a clone for its
+/// metrics).
 pub fn configure(
     home: &Home,
     settings: &DutySettings,
     content: &Arc<dyn ContentStore>,
+    cache: &VerifyCache,
 ) -> Result<Option<Duties>> {
     let ring = Keyring::new(home.keyring());
     let mut config = DutiesConfig::new();
@@ -41,7 +44,7 @@ pub fn configure(
         let name = settings.verify_as.as_deref().unwrap_or(VALIDATOR_KEY);
         let verifier = Verifier::new(
             Arc::clone(content),
-            VerifyCache::new(CacheConfig::default()),
+            cache.clone(),
             VerifierConfig::default(),
         );
         config.verifier = Some(VerifierDutyConfig {

@@ -1,7 +1,10 @@
 //! Prometheus text metrics at `GET /metrics`: height, mempool size,
 //! transactions per second over the last 10 s, transaction, block,
-//! admission and challenge counters. Counters are atomics updated by the
-//! producer and admission; nothing here reads the state store.
+//! admission and challenge counters, and the verification cache's counters
+//! and usage (blocks and bytes fetched for verification, cache hits and
+//! misses, entries and bytes held). Counters are atomics updated by the
+//! producer and admission, the cache's by the verification duty; nothing
+//! here reads the state store.
 
 use std::collections::VecDeque;
 use std::fmt::Write as _;
@@ -9,6 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use r3mes_verify::VerifyCache;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -41,9 +45,20 @@ pub struct Metrics {
     /// Milliseconds the last block took (execute and commit).
     pub last_block_ms: AtomicU64,
     recent: Mutex<VecDeque<(Instant, u64)>>,
+    /// The verification duty's cache, whose counters are rendered too.
+    verify_cache: Option<VerifyCache>,
 }
 
 impl Metrics {
+    /// Counters that also render `cache`'s (a clone of the cache the
+    /// verification duty uses: the clones share their counters).
+    pub fn with_verify_cache(cache: VerifyCache) -> Self {
+        Metrics {
+            verify_cache: Some(cache),
+            ..Metrics::default()
+        }
+    }
+
     /// Records a committed block of `txs` transactions.
     pub fn record_block(&self, height: u64, txs: u64, took: Duration) {
         self.height.store(height, Relaxed);
@@ -156,6 +171,10 @@ impl Metrics {
                 get(v)
             );
         }
+        if let Some(cache) = &self.verify_cache {
+            out.push_str(&cache.stats().to_prometheus("r3mes_verify"));
+            out.push_str(&cache.usage().to_prometheus("r3mes_verify"));
+        }
         out
     }
 }
@@ -185,4 +204,27 @@ pub async fn serve(
     axum::serve(listener, router)
         .with_graceful_shutdown(async move { token.cancelled().await })
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_verification_cache_is_rendered_when_present() {
+        let plain = Metrics::default().render(0);
+        assert!(plain.contains("r3mes_height 0\n"));
+        assert!(!plain.contains("r3mes_verify_"));
+        let with = Metrics::with_verify_cache(VerifyCache::default()).render(3);
+        assert!(with.contains("r3mes_mempool_size 3\n"));
+        for line in [
+            "r3mes_verify_cache_hits_total 0\n",
+            "r3mes_verify_cache_misses_total 0\n",
+            "r3mes_verify_bytes_fetched_total 0\n",
+            "r3mes_verify_cache_entries{kind=\"block\"} 0\n",
+            "r3mes_verify_cache_bytes 0\n",
+        ] {
+            assert!(with.contains(line), "{line} missing in {with}");
+        }
+    }
 }

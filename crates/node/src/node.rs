@@ -15,6 +15,7 @@ use r3mes_chain::Keeper;
 use r3mes_chain::genesis::Genesis;
 use r3mes_chain::state::State;
 use r3mes_ipfs::ContentStore;
+use r3mes_verify::{CacheConfig, VerifyCache};
 use tokio::net::TcpListener;
 use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
@@ -108,12 +109,13 @@ pub async fn start(home: &Home, config: NodeConfig) -> Result<NodeHandle> {
 
     let token = CancellationToken::new();
     let mempool = Arc::new(Mempool::new(config.mempool_capacity));
-    let metrics = Arc::new(Metrics::default());
+    let verify_cache = VerifyCache::new(CacheConfig::default());
+    let metrics = Arc::new(Metrics::with_verify_cache(verify_cache.clone()));
     metrics
         .height
         .store(keeper.height()?, std::sync::atomic::Ordering::Relaxed);
     let (events, _) = broadcast::channel(EVENT_BUFFER_BLOCKS);
-    let duties = crate::duties::configure(home, &config.duties, &store)?;
+    let duties = crate::duties::configure(home, &config.duties, &store, &verify_cache)?;
     let (committed, committed_rx) = tokio::sync::watch::channel(keeper.height()?);
     let producer = Producer {
         keeper: Arc::clone(&keeper),

@@ -264,6 +264,12 @@ async fn health_reflection_and_metrics_are_served() {
         "r3mes_txs_total ",
         "r3mes_blocks_total ",
         "r3mes_challenges_total{status=\"issued\"} ",
+        "r3mes_verify_cache_hits_total 0",
+        "r3mes_verify_cache_misses_total 0",
+        "r3mes_verify_bytes_fetched_total 0",
+        "r3mes_verify_verifications_total 0",
+        "r3mes_verify_cache_entries{kind=\"block\"} 0",
+        "r3mes_verify_cache_bytes 0",
     ] {
         assert!(body.contains(name), "{name} missing in {body}");
     }

@@ -1,7 +1,7 @@
 //! The verification cache: fetched blocks (gradient slices, the header's
 //! leaf, DAG nodes) by block CID and parsed headers by gradient CID, each
-//! kept for a TTL (1 hour by default), plus counters a node exports as
-//! metrics. Blocks are immutable and content-addressed, so a cached block is
+//! kept for a TTL (1 hour by default), plus counters and a usage snapshot
+//! a node exports as metrics. Blocks are immutable and content-addressed, so a cached block is
 //! as good as a fetched one; it was verified against its CID when fetched.
 
 use std::sync::Arc;
@@ -108,6 +108,34 @@ impl CacheStats {
     }
 }
 
+/// What a cache holds at one moment (gauges, unlike [`CacheStats`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CacheUsage {
+    /// Blocks cached.
+    pub blocks: u64,
+    /// Parsed gradient headers cached.
+    pub headers: u64,
+    /// Bytes of the cached blocks.
+    pub block_bytes: u64,
+}
+
+impl CacheUsage {
+    /// The gauges in Prometheus' text format, names prefixed with `prefix`
+    /// (such as `r3mes_verify`): entries by kind and cached block bytes.
+    pub fn to_prometheus(&self, prefix: &str) -> String {
+        format!(
+            "# HELP {prefix}_cache_entries Entries in the verification cache by kind.\n\
+             # TYPE {prefix}_cache_entries gauge\n\
+             {prefix}_cache_entries{{kind=\"block\"}} {}\n\
+             {prefix}_cache_entries{{kind=\"header\"}} {}\n\
+             # HELP {prefix}_cache_bytes Bytes of the blocks in the verification cache.\n\
+             # TYPE {prefix}_cache_bytes gauge\n\
+             {prefix}_cache_bytes {}\n",
+            self.blocks, self.headers, self.block_bytes
+        )
+    }
+}
+
 #[derive(Default)]
 struct Counters {
     hits: AtomicU64,
@@ -126,6 +154,14 @@ pub struct VerifyCache {
     blocks: Cache<Cid, Bytes>,
     headers: Cache<Cid, Arc<GradientIndex>>,
     counters: Arc<Counters>,
+}
+
+impl std::fmt::Debug for VerifyCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VerifyCache")
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for VerifyCache {
@@ -166,6 +202,18 @@ impl VerifyCache {
             bytes_from_cache: load(&c.bytes_from_cache),
             verifications: load(&c.verifications),
             failed: load(&c.failed),
+        }
+    }
+
+    /// What the cache holds now. Pending expirations and evictions are
+    /// applied first, so expired entries are not counted.
+    pub fn usage(&self) -> CacheUsage {
+        self.blocks.run_pending_tasks();
+        self.headers.run_pending_tasks();
+        CacheUsage {
+            blocks: self.blocks.entry_count(),
+            headers: self.headers.entry_count(),
+            block_bytes: self.blocks.weighted_size(),
         }
     }
 
@@ -251,8 +299,23 @@ mod tests {
         let text = s.to_prometheus("r3mes_verify");
         assert!(text.contains("r3mes_verify_cache_hits_total 1\n"));
         assert!(text.contains("# TYPE r3mes_verify_bytes_fetched_total counter\n"));
+        let usage = cache.usage();
+        assert_eq!(
+            usage,
+            CacheUsage {
+                blocks: 1,
+                headers: 0,
+                block_bytes: 3
+            }
+        );
+        let gauges = usage.to_prometheus("r3mes_verify");
+        assert!(gauges.contains("r3mes_verify_cache_entries{kind=\"block\"} 1\n"));
+        assert!(
+            gauges.contains("# TYPE r3mes_verify_cache_bytes gauge\nr3mes_verify_cache_bytes 3\n")
+        );
         cache.clear();
         assert!(cache.block(&a).is_none());
+        assert_eq!(cache.usage(), CacheUsage::default());
     }
 
     #[test]

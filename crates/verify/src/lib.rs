@@ -75,7 +75,7 @@ pub mod vault;
 pub mod verifier;
 
 pub use budget::{GRADIENT_CHUNK_SIZE, gradient_add_options};
-pub use cache::{CacheConfig, CacheStats, VerifyCache};
+pub use cache::{CacheConfig, CacheStats, CacheUsage, VerifyCache};
 pub use error::{Error, Result};
 pub use generate::{DEFAULT_THRESHOLD_PPM, EntryOptions, entry_from_file};
 pub use placement::{Placement, SecretRng};
