@@ -93,6 +93,14 @@ pub struct StartArgs {
     /// `validator`).
     #[arg(long, value_name = "KEY")]
     verify_as: Option<String>,
+    /// How long the verification cache keeps fetched blocks and parsed
+    /// headers, s (overrides the config file; default 3600).
+    #[arg(long, value_name = "SECS")]
+    verify_cache_ttl: Option<u64>,
+    /// Most block bytes the verification cache holds (overrides the config
+    /// file; default 256 MiB).
+    #[arg(long, value_name = "BYTES")]
+    verify_cache_max_bytes: Option<u64>,
     /// Run the aggregator role: aggregate every round once its challenges
     /// close and register the result as the next model version, signed by
     /// this validator key (needs the embedded IPFS API or --ipfs-api).
@@ -244,6 +252,12 @@ fn run_start(args: StartArgs) -> Result<()> {
     }
     if args.verify_as.is_some() {
         config.duties.verify_as = args.verify_as;
+    }
+    if let Some(secs) = args.verify_cache_ttl {
+        config.duties.verify_cache_ttl_secs = secs;
+    }
+    if let Some(bytes) = args.verify_cache_max_bytes {
+        config.duties.verify_cache_max_bytes = bytes;
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

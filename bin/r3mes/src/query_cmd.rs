@@ -10,7 +10,7 @@ use r3mes_chain::tables::hex_lower;
 use r3mes_node::proto::query_client::QueryClient;
 use r3mes_node::proto::{
     AccountRequest, ChallengeRequest, CidRequest, GradientsByMinerRequest, GradientsByRoundRequest,
-    ModelRequest, OpenChallengesRequest, ParamsRequest, PinsRequest, RoundRequest,
+    ModelRequest, OpenChallengesRequest, OwnedRequest, ParamsRequest, PinsRequest, RoundRequest,
     ShardAssignmentRequest, StatusRequest, TraceRequest, VerificationsRequest,
 };
 use serde::Serialize;
@@ -61,9 +61,10 @@ pub struct QueryArgs {
 
 #[derive(Subcommand)]
 enum QueryCommand {
-    /// Chain id, height, app hash, next block time, mempool size.
+    /// Chain id, height, app hash, next block time, mempool size, total
+    /// supply.
     Status,
-    /// The keeper's parameters.
+    /// The keeper's parameters, with the data policies they give.
     Params,
     /// An account's balance, stake and sequence.
     Balance {
@@ -151,6 +152,18 @@ enum QueryCommand {
         /// Hex trace id.
         id: String,
     },
+    /// The replicas, pins, verification results and traces an address
+    /// holds.
+    Owned {
+        /// bech32 `remes1...` address.
+        address: String,
+        /// Only these kinds: replica, pin, verification, trace (repeatable).
+        #[arg(long = "kind")]
+        kinds: Vec<String>,
+        /// At most this many of each kind.
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
 }
 
 pub fn run(args: QueryArgs) -> Result<()> {
@@ -188,6 +201,7 @@ async fn query(args: &QueryArgs) -> Result<Value> {
                 "app_hash": s.app_hash,
                 "next_block_time_ms": s.next_block_time_ms,
                 "mempool_size": s.mempool_size,
+                "total_supply": s.total_supply,
             })
         }
         QueryCommand::Params => {
@@ -196,7 +210,24 @@ async fn query(args: &QueryArgs) -> Result<Value> {
                 .await
                 .map_err(status)?
                 .into_inner();
-            serde_json::from_str(&p.params_json).context("the node's params JSON")?
+            let mut params: Value =
+                serde_json::from_str(&p.params_json).context("the node's params JSON")?;
+            let policies: Vec<Value> = p
+                .data_policies
+                .iter()
+                .map(|d| {
+                    serde_json::json!({
+                        "data_type": d.data_type,
+                        "retention_blocks": d.retention_blocks,
+                        "replication_level": d.replication_level,
+                        "pinning_required": d.pinning_required,
+                    })
+                })
+                .collect();
+            if let Value::Object(map) = &mut params {
+                map.insert("data_policies".into(), Value::Array(policies));
+            }
+            params
         }
         QueryCommand::Balance { address } => {
             let a = q
@@ -365,6 +396,27 @@ async fn query(args: &QueryArgs) -> Result<Value> {
                 .map_err(status)?
                 .into_inner();
             record(&t.trace)?
+        }
+        QueryCommand::Owned {
+            address,
+            kinds,
+            limit,
+        } => {
+            let o = q
+                .owned(OwnedRequest {
+                    address: address.clone(),
+                    kinds: kinds.clone(),
+                    limit: *limit,
+                })
+                .await
+                .map_err(status)?
+                .into_inner();
+            serde_json::json!({
+                "replicas": record(&o.replicas)?,
+                "pins": record(&o.pins)?,
+                "verifications": record(&o.verifications)?,
+                "traces": record(&o.traces)?,
+            })
         }
     })
 }

@@ -215,6 +215,57 @@ fn every_message_has_a_tx_command_and_its_effect_can_be_queried() {
     let trace = traced["result"].as_str().unwrap().to_owned();
     assert_eq!(query(&["trace", &trace])["trace_hash"], root.as_str());
 
+    // What dev1 holds, listed by its address: the pin, the replica, the
+    // trace (no verification results: it is not a validator).
+    let owned = query(&["owned", &dev1]);
+    assert_eq!(owned["pins"][0]["content_hash"], shard0.as_str(), "{owned}");
+    assert_eq!(owned["replicas"][0]["replica_hash"], replica.as_str());
+    assert_eq!(owned["traces"][0]["trace_hash"], root.as_str());
+    assert_eq!(owned["verifications"], serde_json::json!([]));
+    let pins_only = query(&["owned", &dev1, "--kind", "pin"]);
+    assert_eq!(pins_only["replicas"], serde_json::json!([]), "{pins_only}");
+    assert_eq!(pins_only["pins"].as_array().unwrap().len(), 1);
+    fails(
+        r3mes(home)
+            .args(["query", "owned", &dev1, "--kind", "gradient", "--node", url])
+            .output()
+            .unwrap(),
+        "not one of replica, pin, verification, trace",
+    );
+    // Content nothing on chain keeps cannot be pinned for rewards.
+    fails(
+        tx(&[
+            "register-pin",
+            "--from",
+            "dev1",
+            &unkept_cid(),
+            "--stake",
+            "1000",
+            "--reward-per-block",
+            "1",
+            "--expiry-height",
+            "100000",
+        ]),
+        "pinning it earns nothing",
+    );
+    // The seed's data policies come with the params; the status has the
+    // total supply.
+    let params = query(&["params"]);
+    let policies = params["data_policies"].as_array().unwrap();
+    assert_eq!(policies.len(), 3, "{params}");
+    assert_eq!(policies[1]["data_type"], "gradient_update");
+    assert_eq!(policies[1]["replication_level"], 3);
+    assert_eq!(
+        policies[1]["retention_blocks"],
+        params["retention_gradient_blocks"]
+    );
+    let supply: u128 = query(&["status"])["total_supply"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(supply > 0);
+
     // A gradient submitted, then verified by hand against a vault.
     let gradient_file = fixture("torch_style_lora.safetensors");
     let chunk = shard0.clone();
@@ -280,4 +331,10 @@ fn every_message_has_a_tx_command_and_its_effect_can_be_queried() {
 
     // Without --from: a clear error, nothing sent.
     fails(tx(&["stake", "100"]), "--from");
+}
+
+/// A valid CID (Kubo's, of "content nothing on chain names\n") of content
+/// nothing on the test chain names.
+fn unkept_cid() -> String {
+    "QmTNsAGTvyjdnbn19AfWgtuqLTBiL6LBXXwE6my2MLUpY3".to_owned()
 }

@@ -1,7 +1,8 @@
 //! The node's config file (`config.json` in the home): where it listens,
 //! how often it makes blocks, how large blocks and the mempool may grow,
-//! and which content store it uses. Every field has a default, so a config
-//! file may name only what it changes.
+//! which content store it uses, which duties it runs and how long the
+//! verification duty caches what it fetched. Every field has a default, so
+//! a config file may name only what it changes.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -37,9 +38,13 @@ pub struct NodeConfig {
     pub duties: DutySettings,
 }
 
+/// Default time to live of the verification cache's entries, s (the seed's
+/// 1 hour).
+pub const DEFAULT_VERIFY_CACHE_TTL_SECS: u64 = 3600;
+
 /// Which background duties the node runs after each committed block
 /// (`r3mes-worker`), and with which keyring keys.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DutySettings {
     /// Answer availability challenges aimed at this key's address from the
@@ -50,6 +55,33 @@ pub struct DutySettings {
     pub vault: Option<std::path::PathBuf>,
     /// The key that signs verification results (default: `validator`).
     pub verify_as: Option<String>,
+    /// How long the verification cache keeps a fetched block or parsed
+    /// header, s.
+    pub verify_cache_ttl_secs: u64,
+    /// Most block bytes the verification cache holds.
+    pub verify_cache_max_bytes: u64,
+}
+
+impl Default for DutySettings {
+    fn default() -> Self {
+        DutySettings {
+            respond_as: None,
+            vault: None,
+            verify_as: None,
+            verify_cache_ttl_secs: DEFAULT_VERIFY_CACHE_TTL_SECS,
+            verify_cache_max_bytes: r3mes_verify::cache::DEFAULT_MAX_BYTES,
+        }
+    }
+}
+
+impl DutySettings {
+    /// The verification cache's configuration.
+    pub fn verify_cache(&self) -> r3mes_verify::CacheConfig {
+        r3mes_verify::CacheConfig {
+            ttl: std::time::Duration::from_secs(self.verify_cache_ttl_secs),
+            max_bytes: self.verify_cache_max_bytes,
+        }
+    }
 }
 
 /// Which content store the node uses: unpin events of the keeper's GC
@@ -163,5 +195,31 @@ mod tests {
                 .contains("block_time_ms")
         );
         assert!(serde_json::from_str::<NodeConfig>(r#"{"grpc": "x"}"#).is_err());
+    }
+
+    #[test]
+    fn the_verification_cache_defaults_to_one_hour_and_can_be_changed() {
+        // A config file written before these fields existed still loads.
+        let old: NodeConfig =
+            serde_json::from_str(r#"{"duties": {"respond_as": "dev1"}}"#).unwrap();
+        assert_eq!(old.duties.respond_as.as_deref(), Some("dev1"));
+        assert_eq!(old.duties.verify_cache_ttl_secs, 3600);
+        assert_eq!(
+            old.duties.verify_cache(),
+            r3mes_verify::CacheConfig::default()
+        );
+        assert_eq!(NodeConfig::default(), serde_json::from_str("{}").unwrap());
+        let set: NodeConfig = serde_json::from_str(
+            r#"{"duties": {"verify_cache_ttl_secs": 60, "verify_cache_max_bytes": 1048576}}"#,
+        )
+        .unwrap();
+        let cache = set.duties.verify_cache();
+        assert_eq!(cache.ttl, std::time::Duration::from_secs(60));
+        assert_eq!(cache.max_bytes, 1 << 20);
+        // What save writes, load reads back.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.json");
+        set.save(&path).unwrap();
+        assert_eq!(NodeConfig::load(&path).unwrap(), set);
     }
 }

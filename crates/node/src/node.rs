@@ -15,7 +15,7 @@ use r3mes_chain::Keeper;
 use r3mes_chain::genesis::Genesis;
 use r3mes_chain::state::State;
 use r3mes_ipfs::ContentStore;
-use r3mes_verify::{CacheConfig, VerifyCache};
+use r3mes_verify::VerifyCache;
 use tokio::net::TcpListener;
 use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
@@ -109,7 +109,7 @@ pub async fn start(home: &Home, config: NodeConfig) -> Result<NodeHandle> {
 
     let token = CancellationToken::new();
     let mempool = Arc::new(Mempool::new(config.mempool_capacity));
-    let verify_cache = VerifyCache::new(CacheConfig::default());
+    let verify_cache = VerifyCache::new(config.duties.verify_cache());
     let metrics = Arc::new(Metrics::with_verify_cache(verify_cache.clone()));
     metrics
         .height

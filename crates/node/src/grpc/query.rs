@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use r3mes_chain::queries;
+use r3mes_chain::tables::ExpiryKind;
 use r3mes_chain::{Address, Keeper};
 use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
@@ -71,6 +72,7 @@ impl Query for QueryService {
                 app_hash: hex::encode(k.app_hash()?),
                 next_block_time_ms: k.block_time_ms(height.saturating_add(1))?,
                 mempool_size,
+                total_supply: queries::supply(k.state())?.to_string(),
             })
         })
         .await
@@ -78,9 +80,23 @@ impl Query for QueryService {
     }
 
     async fn params(&self, _: Request<ParamsRequest>) -> Reply<ParamsResponse> {
-        let params_json = serde_json::to_string(self.shared.keeper.params())
+        let params = self.shared.keeper.params();
+        let params_json = serde_json::to_string(params)
             .map_err(|e| Status::internal(format!("encoding params: {e}")))?;
-        Ok(Response::new(ParamsResponse { params_json }))
+        let data_policies = params
+            .data_policies()
+            .into_iter()
+            .map(|p| DataPolicy {
+                data_type: p.data_type,
+                retention_blocks: p.retention_blocks,
+                replication_level: p.replication_level,
+                pinning_required: p.pinning_required,
+            })
+            .collect();
+        Ok(Response::new(ParamsResponse {
+            params_json,
+            data_policies,
+        }))
     }
 
     async fn account(&self, request: Request<AccountRequest>) -> Reply<AccountResponse> {
@@ -299,6 +315,34 @@ impl Query for QueryService {
         let t = self.read(move |k| queries::trace(k.state(), &i)).await?;
         Ok(Response::new(TraceResponse {
             trace: Some(found(t, || format!("trace {id}"))?),
+        }))
+    }
+
+    async fn owned(&self, request: Request<OwnedRequest>) -> Reply<OwnedResponse> {
+        let r = request.into_inner();
+        let owner = address("address", &r.address)?;
+        let kinds = r
+            .kinds
+            .iter()
+            .map(|k| match k.as_str() {
+                "replica" => Ok(ExpiryKind::Replica),
+                "pin" => Ok(ExpiryKind::Pin),
+                "verification" => Ok(ExpiryKind::Verification),
+                "trace" => Ok(ExpiryKind::Trace),
+                other => Err(Status::invalid_argument(format!(
+                    "kinds: {other:?} is not one of replica, pin, verification, trace"
+                ))),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let n = limit(r.limit);
+        let owned = self
+            .read(move |k| queries::owned(k.state(), &owner, &kinds, n))
+            .await?;
+        Ok(Response::new(OwnedResponse {
+            replicas: owned.replicas,
+            pins: owned.pins,
+            verifications: owned.verifications,
+            traces: owned.traces,
         }))
     }
 
