@@ -180,7 +180,9 @@ fn run_abci(home: &Home, addr: SocketAddr) -> Result<()> {
     std::fs::create_dir_all(&data).with_context(|| format!("creating {}", data.display()))?;
     let state = r3mes_chain::state::State::open(&home.state_db())
         .with_context(|| format!("opening {}", home.state_db().display()))?;
-    let app = r3mes_abci::App::new(state).context("opening the keeper")?;
+    // The last FinalizeBlock's record, for a crash before its Commit.
+    let journal = data.join("abci-last-block.pb");
+    let app = r3mes_abci::App::with_journal(state, &journal).context("opening the keeper")?;
     let listener =
         std::net::TcpListener::bind(addr).with_context(|| format!("binding ABCI on {addr}"))?;
     let server = r3mes_abci::Server::start(listener, Arc::new(Mutex::new(app)))

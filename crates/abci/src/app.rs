@@ -8,14 +8,19 @@
 //! `genesis_time_ms + height * block_time_ms`, the same on every node).
 //!
 //! `FinalizeBlock` runs the block and commits it to the store (the app hash
-//! it must return is the committed one); `Commit` then has nothing left to
-//! write. A `FinalizeBlock` repeated for the height just committed (a
-//! CometBFT replay) gets the same response again. `CheckTx` keeps the next
+//! it must return is the committed one); `Commit` only records that
+//! CometBFT has taken the block. `Info` reports the last block whose
+//! `Commit` completed, and a `FinalizeBlock` repeated for the block already
+//! run (CometBFT's replay after a crash before `Commit`) gets the same
+//! response again, from the record of the last block ([`crate::journal`],
+//! durable when the application is opened with
+//! [`App::with_journal`]). `CheckTx` keeps the next
 //! expected sequence per signer over the committed state, so several
 //! transactions of one account can wait in the mempool; it starts afresh
 //! after every block, when CometBFT rechecks its mempool.
 
 use std::collections::HashMap;
+use std::path::Path;
 
 use prost::Message;
 use r3mes_chain::apply::TxResponse;
@@ -32,6 +37,8 @@ use tendermint_proto::v0_38::abci::{
     ResponseInfo, ResponseInitChain, ResponsePrepareProposal, ResponseProcessProposal,
     ResponseQuery, request, response,
 };
+
+use crate::journal::{Journal, LastBlock};
 
 /// `codespace` of every error the keeper returns.
 pub const CODESPACE: &str = "r3mes";
@@ -57,25 +64,76 @@ pub struct App {
     phase: Phase,
     /// CheckTx: next expected sequence per signer, over the committed state.
     check: HashMap<Address, u64>,
-    /// The last `FinalizeBlock` (CometBFT height and response), for replays.
-    last: Option<(i64, ResponseFinalizeBlock)>,
+    /// Where the last `FinalizeBlock` is recorded.
+    journal: Journal,
+    /// The last `FinalizeBlock` (its response with the app hash), for
+    /// replays and `Info`; `None` when the keeper's last block is committed
+    /// and its response is unknown (a state written without a record).
+    last: Option<LastBlock>,
 }
 
 type Handled<T> = Result<T, String>;
 
 impl App {
     /// An application over `state`: opened as is if a genesis was applied,
-    /// otherwise waiting for `InitChain`.
+    /// otherwise waiting for `InitChain`. The last `FinalizeBlock` is kept
+    /// in memory only: after a restart every block the keeper holds counts
+    /// as committed. A node under CometBFT uses [`App::with_journal`].
     pub fn new(state: State) -> Result<Self, r3mes_chain::Error> {
-        let phase = if state.height()? > 0 {
-            Phase::Running(Box::new(Keeper::open(state)?))
-        } else {
-            Phase::Fresh(state)
+        Ok(App {
+            phase: open_phase(state)?,
+            check: HashMap::new(),
+            journal: Journal::in_memory(),
+            last: None,
+        })
+    }
+
+    /// An application over `state` whose last `FinalizeBlock` is recorded
+    /// in the file `journal` (see [`crate::journal`]): after a crash between
+    /// `FinalizeBlock` and `Commit`, `Info` reports the block before and
+    /// the replayed `FinalizeBlock` gets the response it had.
+    pub fn with_journal(state: State, journal: &Path) -> Result<Self, crate::Error> {
+        let phase = open_phase(state)?;
+        let journal = Journal::at(journal);
+        let record = journal
+            .load()
+            .map_err(|e| crate::Error::Journal(e.to_string()))?;
+        let comet_height = match &phase {
+            Phase::Running(k) => i64::try_from(k.height()?.saturating_sub(1))
+                .map_err(|e| crate::Error::Journal(e.to_string()))?,
+            _ => 0,
+        };
+        let last = match record {
+            None => None,
+            // Written ahead of a keeper commit that never happened: the
+            // block runs again when CometBFT sends it.
+            Some(r) if r.height == comet_height + 1 => None,
+            Some(mut r) if r.height == comet_height && comet_height > 0 => {
+                if let (Phase::Running(k), Some(resp)) = (&phase, r.response.as_mut()) {
+                    resp.app_hash = k.app_hash()?.to_vec().into();
+                }
+                Some(r)
+            }
+            Some(r) if r.height > 0 && r.height < comet_height => {
+                tracing::warn!(
+                    record = r.height,
+                    keeper = comet_height,
+                    "the FinalizeBlock record is older than the keeper's last block: ignored"
+                );
+                None
+            }
+            Some(r) => {
+                return Err(crate::Error::Journal(format!(
+                    "the record is of block {} but the keeper's last block is {comet_height}",
+                    r.height
+                )));
+            }
         };
         Ok(App {
             phase,
             check: HashMap::new(),
-            last: None,
+            journal,
+            last,
         })
     }
 
@@ -112,7 +170,7 @@ impl App {
             Q::InitChain(r) => A::InitChain(self.init_chain(r)?),
             Q::Query(r) => A::Query(self.query(&r)),
             Q::CheckTx(r) => A::CheckTx(self.check_tx(&r)?),
-            Q::Commit(_) => A::Commit(ResponseCommit { retain_height: 0 }),
+            Q::Commit(_) => A::Commit(self.commit()?),
             Q::PrepareProposal(r) => A::PrepareProposal(self.prepare(r)?),
             Q::ProcessProposal(r) => A::ProcessProposal(self.process(&r)),
             Q::FinalizeBlock(r) => A::FinalizeBlock(self.finalize(r)?),
@@ -159,7 +217,13 @@ impl App {
             _ => (0, [0; 32]),
         };
         // The keeper's block 1 is the genesis, CometBFT's height 0.
-        let comet_height = height.saturating_sub(1);
+        let mut comet_height = height.saturating_sub(1);
+        let mut app_hash = app_hash.to_vec();
+        // A block run but not yet taken by `Commit` is not reported.
+        if let Some(last) = self.uncommitted() {
+            comet_height = u64::try_from(last.height.saturating_sub(1)).unwrap_or(0);
+            app_hash.clone_from(&last.previous_app_hash);
+        }
         Ok(ResponseInfo {
             data: "r3mes".into(),
             version: env!("CARGO_PKG_VERSION").into(),
@@ -168,9 +232,33 @@ impl App {
             last_block_app_hash: if comet_height == 0 {
                 Default::default()
             } else {
-                app_hash.to_vec().into()
+                app_hash.into()
             },
         })
+    }
+
+    /// The last `FinalizeBlock` if `Commit` has not followed it.
+    fn uncommitted(&self) -> Option<&LastBlock> {
+        self.last.as_ref().filter(|l| !l.committed)
+    }
+
+    /// Records that CometBFT took the last block (durably, before the
+    /// answer: once `Commit` returned, `Info` must report that block).
+    fn commit(&mut self) -> Handled<ResponseCommit> {
+        if let Some(last) = self.last.as_mut()
+            && !last.committed
+        {
+            let mut record = last.clone();
+            record.committed = true;
+            if let Some(resp) = record.response.as_mut() {
+                resp.app_hash = Default::default();
+            }
+            self.journal
+                .store(&record)
+                .map_err(|e| format!("recording the commit of block {}: {e}", record.height))?;
+            last.committed = true;
+        }
+        Ok(ResponseCommit { retain_height: 0 })
     }
 
     fn init_chain(&mut self, req: RequestInitChain) -> Handled<ResponseInitChain> {
@@ -198,13 +286,26 @@ impl App {
                     return Err(e.to_string());
                 }
             },
-            // InitChain again before any block (a restart): same genesis.
+            // InitChain again before any committed block (a restart): same
+            // genesis. CometBFT calls it when `Info` reports height 0, also
+            // when block 1 was run but not committed; the answer is then the
+            // genesis app hash recorded with block 1.
             Phase::Running(k) => {
-                let fresh = k.height().map_err(|e| e.to_string())? == 1;
+                let height = k.height().map_err(|e| e.to_string())?;
                 let same = k.chain_id() == genesis.chain_id;
                 self.phase = Phase::Running(k);
-                if !(fresh && same) {
+                let before_block_1 = self
+                    .uncommitted()
+                    .filter(|l| l.height == 1 && height == 2)
+                    .map(|l| l.previous_app_hash.clone());
+                if !same || (height != 1 && before_block_1.is_none()) {
                     return Err("InitChain on a chain that already has blocks".into());
+                }
+                if let Some(app_hash) = before_block_1 {
+                    return Ok(ResponseInitChain {
+                        app_hash: app_hash.into(),
+                        ..Default::default()
+                    });
                 }
                 let k = self.running()?;
                 return init_response(k);
@@ -287,12 +388,22 @@ impl App {
     }
 
     fn finalize(&mut self, req: RequestFinalizeBlock) -> Handled<ResponseFinalizeBlock> {
-        if let Some((height, resp)) = &self.last
-            && *height == req.height
+        if let Some(last) = &self.last
+            && last.height == req.height
         {
-            return Ok(resp.clone());
+            if last.hash != req.hash.as_ref() {
+                return Err(format!(
+                    "FinalizeBlock replayed for block {} with another block hash",
+                    req.height
+                ));
+            }
+            return last
+                .response
+                .clone()
+                .ok_or_else(|| format!("no response recorded for block {}", req.height));
         }
         let keeper = self.running()?;
+        let previous_app_hash = keeper.app_hash().map_err(|e| e.to_string())?;
         let next = keeper.height().map_err(|e| e.to_string())?;
         if u64::try_from(req.height).ok() != Some(next) {
             return Err(format!(
@@ -326,15 +437,28 @@ impl App {
             })
             .collect();
         let events = abci_events(&block.end_block().map_err(err)?);
-        let app_hash = block.commit().map_err(err)?;
-        let resp = ResponseFinalizeBlock {
-            events,
-            tx_results,
-            app_hash: app_hash.to_vec().into(),
-            ..Default::default()
+        // Recorded before the keeper commits: if the commit happens, the
+        // record is there to answer a replay.
+        let mut record = LastBlock {
+            height: req.height,
+            hash: hash.to_vec(),
+            previous_app_hash: previous_app_hash.to_vec(),
+            response: Some(ResponseFinalizeBlock {
+                events,
+                tx_results,
+                ..Default::default()
+            }),
+            committed: false,
         };
+        self.journal
+            .store(&record)
+            .map_err(|e| format!("recording block {}: {e}", req.height))?;
+        let app_hash = block.commit().map_err(err)?;
+        let mut resp = record.response.take().unwrap_or_default();
+        resp.app_hash = app_hash.to_vec().into();
+        record.response = Some(resp.clone());
         self.check.clear();
-        self.last = Some((req.height, resp.clone()));
+        self.last = Some(record);
         Ok(resp)
     }
 
@@ -402,6 +526,14 @@ impl App {
             Err((code, log)) => query_error(code, log),
         }
     }
+}
+
+fn open_phase(state: State) -> Result<Phase, r3mes_chain::Error> {
+    Ok(if state.height()? > 0 {
+        Phase::Running(Box::new(Keeper::open(state)?))
+    } else {
+        Phase::Fresh(state)
+    })
 }
 
 fn init_response(keeper: &Keeper) -> Handled<ResponseInitChain> {

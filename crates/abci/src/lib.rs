@@ -10,10 +10,13 @@
 //!
 //! - [`codec`]: the uvarint length-prefixed framing;
 //! - [`app`]: requests mapped onto the keeper (heights, hashes, errors);
+//! - [`journal`]: the durable record of the last `FinalizeBlock`, for
+//!   crashes between `FinalizeBlock` and `Commit`;
 //! - [`server`]: the TCP server, one thread per CometBFT connection.
 
 pub mod app;
 pub mod codec;
+pub mod journal;
 pub mod server;
 
 pub use app::App;
@@ -42,4 +45,10 @@ pub enum Error {
     /// The bytes are not an ABCI request.
     #[error("undecodable ABCI message: {0}")]
     Decode(String),
+    /// The keeper could not be opened.
+    #[error("keeper: {0}")]
+    Chain(#[from] r3mes_chain::Error),
+    /// The record of the last `FinalizeBlock` does not fit the keeper.
+    #[error("FinalizeBlock record: {0}")]
+    Journal(String),
 }

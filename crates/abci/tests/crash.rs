@@ -1,0 +1,305 @@
+//! Crashes between `FinalizeBlock` and `Commit`, as CometBFT recovers from
+//! them: the server is dropped after `FinalizeBlock` without `Commit` and
+//! started again on the same home. `Info` must report the last block whose
+//! `Commit` completed, CometBFT then replays `FinalizeBlock` for the block
+//! the keeper already ran and must get the identical response, and the
+//! chain goes on with the same app hashes as one that never stopped.
+
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use r3mes_abci::codec::{MAX_MESSAGE_BYTES, read_message, write_message};
+use r3mes_abci::journal::{Journal, LastBlock};
+use r3mes_abci::{App, Server};
+use r3mes_chain::genesis::{GenesisAccount, GenesisFile};
+use r3mes_chain::params::Params;
+use r3mes_chain::proto::{MsgSend, TxBody, tx_body};
+use r3mes_chain::state::State;
+use r3mes_chain::{Address, SecretKey, SignedTx};
+use tendermint_proto::v0_38::abci::{
+    Request, RequestCommit, RequestFinalizeBlock, RequestInfo, RequestInitChain, Response,
+    ResponseFinalizeBlock, request, response,
+};
+
+const CHAIN: &str = "r3mes-abci-crash";
+
+fn key(i: u32) -> SecretKey {
+    let mut bytes = [0u8; 32];
+    bytes[..4].copy_from_slice(&i.to_be_bytes());
+    bytes[31] = 3;
+    SecretKey::from_bytes(&bytes).expect("valid test key")
+}
+
+fn addr(i: u32) -> Address {
+    key(i).public_key().address()
+}
+
+fn genesis_json() -> String {
+    let file = GenesisFile {
+        chain_id: CHAIN.into(),
+        genesis_time_ms: 1_700_000_000_000,
+        params: Params::default(),
+        accounts: (1..=2)
+            .map(|i| GenesisAccount {
+                address: addr(i).to_string(),
+                balance: "1000000".into(),
+                stake: "1000".into(),
+            })
+            .collect(),
+        validators: vec![addr(1).to_string()],
+    };
+    serde_json::to_string(&file).expect("genesis JSON")
+}
+
+/// CometBFT block `height`: a transfer of account 1 (sequence `height -
+/// 1`) and one that fails, with a hash standing for CometBFT's.
+fn block(height: i64) -> RequestFinalizeBlock {
+    let time = 1_700_000_000_000 + (height + 1) * 1000;
+    let send = |amount: u64, seq: u64| {
+        let body = TxBody {
+            msg: Some(tx_body::Msg::Send(MsgSend {
+                from: addr(1).to_string(),
+                to: addr(2).to_string(),
+                amount_low: amount,
+                amount_high: 0,
+            })),
+        };
+        SignedTx::sign(body, &key(1), seq, CHAIN, time)
+            .expect("sign")
+            .encode()
+    };
+    let seq = u64::try_from(height - 1).expect("height");
+    RequestFinalizeBlock {
+        txs: vec![send(5, seq).into(), send(u64::MAX, seq + 1).into()],
+        hash: r3mes_chain::crypto::sha256(&height.to_be_bytes())
+            .to_vec()
+            .into(),
+        height,
+        ..Default::default()
+    }
+}
+
+struct Client(TcpStream);
+
+impl Client {
+    fn call(&mut self, value: request::Value) -> response::Value {
+        write_message(&mut self.0, &Request { value: Some(value) }).expect("write a request");
+        let resp: Response = read_message(&mut self.0, MAX_MESSAGE_BYTES)
+            .expect("read a response")
+            .expect("a response");
+        resp.value.expect("a response value")
+    }
+
+    fn info(&mut self) -> (i64, Vec<u8>) {
+        match self.call(request::Value::Info(RequestInfo::default())) {
+            response::Value::Info(i) => (i.last_block_height, i.last_block_app_hash.to_vec()),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    fn init(&mut self) -> Vec<u8> {
+        match self.call(request::Value::InitChain(RequestInitChain {
+            chain_id: CHAIN.into(),
+            app_state_bytes: genesis_json().into_bytes().into(),
+            initial_height: 1,
+            ..Default::default()
+        })) {
+            response::Value::InitChain(r) => r.app_hash.to_vec(),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    fn finalize(&mut self, height: i64) -> ResponseFinalizeBlock {
+        match self.call(request::Value::FinalizeBlock(block(height))) {
+            response::Value::FinalizeBlock(r) => r,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    fn commit(&mut self) {
+        assert!(matches!(
+            self.call(request::Value::Commit(RequestCommit {})),
+            response::Value::Commit(_)
+        ));
+    }
+}
+
+/// A node's home: the keeper's store and the FinalizeBlock record.
+struct Home<'a>(&'a Path);
+
+impl Home<'_> {
+    fn journal(&self) -> std::path::PathBuf {
+        self.0.join("abci-last-block.pb")
+    }
+
+    /// Serves the home; waits (up to 5 s) for a previous server's
+    /// connection threads to let go of the store.
+    fn start(&self) -> (Server, Client) {
+        let mut tries = 0;
+        let state = loop {
+            match State::open(&self.0.join("state.redb")) {
+                Ok(state) => break state,
+                Err(r3mes_chain::Error::StateLocked { .. }) if tries < 100 => {
+                    tries += 1;
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Err(e) => panic!("{e}"),
+            }
+        };
+        let app = App::with_journal(state, &self.journal()).expect("open the app");
+        let server = Server::start(
+            TcpListener::bind("127.0.0.1:0").expect("bind"),
+            Arc::new(Mutex::new(app)),
+        )
+        .expect("start");
+        let client = Client(TcpStream::connect(server.local_addr()).expect("connect"));
+        (server, client)
+    }
+}
+
+/// The crash: the connection goes away and the server with it, no Commit.
+fn crash(server: Server, client: Client) {
+    drop(client);
+    server.stop();
+}
+
+/// A chain that never stops, for the expected responses.
+fn uninterrupted(blocks: i64) -> Vec<ResponseFinalizeBlock> {
+    let mut app = App::new(State::in_memory().expect("state")).expect("app");
+    let mut call = |value| {
+        app.handle(Request { value: Some(value) })
+            .value
+            .expect("a response value")
+    };
+    assert!(matches!(
+        call(request::Value::InitChain(RequestInitChain {
+            chain_id: CHAIN.into(),
+            app_state_bytes: genesis_json().into_bytes().into(),
+            initial_height: 1,
+            ..Default::default()
+        })),
+        response::Value::InitChain(_)
+    ));
+    (1..=blocks)
+        .map(|h| {
+            let r = match call(request::Value::FinalizeBlock(block(h))) {
+                response::Value::FinalizeBlock(r) => r,
+                other => panic!("unexpected {other:?}"),
+            };
+            assert!(matches!(
+                call(request::Value::Commit(RequestCommit {})),
+                response::Value::Commit(_)
+            ));
+            r
+        })
+        .collect()
+}
+
+#[test]
+fn a_block_finalized_but_not_committed_is_replayed_after_a_restart() {
+    let expected = uninterrupted(4);
+    let dir = tempfile::tempdir().unwrap();
+    let home = Home(dir.path());
+
+    let (server, mut c) = home.start();
+    let genesis_hash = c.init();
+    assert_eq!(c.finalize(1), expected[0]);
+    c.commit();
+    assert_eq!(c.info(), (1, expected[0].app_hash.to_vec()));
+    assert_eq!(c.finalize(2), expected[1]);
+    // Between FinalizeBlock and Commit, Info still reports block 1.
+    assert_eq!(c.info(), (1, expected[0].app_hash.to_vec()));
+    crash(server, c);
+
+    // After the restart: block 1 is the last committed; the replayed
+    // block 2 gets the identical response (app hash included) although the
+    // keeper ran it before the crash.
+    let (server, mut c) = home.start();
+    assert_eq!(c.info(), (1, expected[0].app_hash.to_vec()));
+    assert_eq!(c.finalize(2), expected[1]);
+    // The replay must be the same block.
+    let mut other = block(2);
+    other.hash = vec![9; 32].into();
+    match c.call(request::Value::FinalizeBlock(other)) {
+        response::Value::Exception(e) => assert!(e.error.contains("another block hash"), "{e:?}"),
+        other => panic!("unexpected {other:?}"),
+    }
+    c.commit();
+    assert_eq!(c.info(), (2, expected[1].app_hash.to_vec()));
+    crash(server, c);
+
+    // Committed before the restart: reported as such.
+    let (server, mut c) = home.start();
+    assert_eq!(c.info(), (2, expected[1].app_hash.to_vec()));
+    assert_eq!(c.finalize(3), expected[2]);
+    c.commit();
+    crash(server, c);
+
+    // A record written ahead of a keeper commit that never happened (the
+    // crash came between the two): dropped, the block runs for real.
+    Journal::at(&home.journal())
+        .store(&LastBlock {
+            height: 4,
+            hash: block(4).hash.to_vec(),
+            previous_app_hash: expected[2].app_hash.to_vec(),
+            response: Some(ResponseFinalizeBlock::default()),
+            committed: false,
+        })
+        .unwrap();
+    let (server, mut c) = home.start();
+    assert_eq!(c.info(), (3, expected[2].app_hash.to_vec()));
+    assert_eq!(c.finalize(4), expected[3]);
+    c.commit();
+    assert_eq!(c.info(), (4, expected[3].app_hash.to_vec()));
+    crash(server, c);
+
+    // A record from the future does not fit the keeper: refused.
+    Journal::at(&home.journal())
+        .store(&LastBlock {
+            height: 9,
+            ..Default::default()
+        })
+        .unwrap();
+    let state = State::open(&dir.path().join("state.redb")).unwrap();
+    assert!(matches!(
+        App::with_journal(state, &home.journal()),
+        Err(r3mes_abci::Error::Journal(_))
+    ));
+    assert_ne!(genesis_hash, expected[0].app_hash.to_vec());
+}
+
+#[test]
+fn block_1_finalized_but_not_committed_goes_back_through_init_chain() {
+    let expected = uninterrupted(2);
+    let dir = tempfile::tempdir().unwrap();
+    let home = Home(dir.path());
+
+    let (server, mut c) = home.start();
+    let genesis_hash = c.init();
+    assert_eq!(c.finalize(1), expected[0]);
+    crash(server, c);
+
+    // Info reports height 0, so CometBFT sends InitChain again: the
+    // genesis app hash, then the replay of block 1.
+    let (server, mut c) = home.start();
+    assert_eq!(c.info(), (0, Vec::new()));
+    assert_eq!(c.init(), genesis_hash);
+    assert_eq!(c.finalize(1), expected[0]);
+    c.commit();
+    assert_eq!(c.info(), (1, expected[0].app_hash.to_vec()));
+    // Once block 1 is committed, InitChain is refused.
+    match c.call(request::Value::InitChain(RequestInitChain {
+        chain_id: CHAIN.into(),
+        app_state_bytes: genesis_json().into_bytes().into(),
+        initial_height: 1,
+        ..Default::default()
+    })) {
+        response::Value::Exception(e) => assert!(e.error.contains("already has blocks"), "{e:?}"),
+        other => panic!("unexpected {other:?}"),
+    }
+    assert_eq!(c.finalize(2), expected[1]);
+    c.commit();
+    crash(server, c);
+}
