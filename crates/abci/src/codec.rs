@@ -12,9 +12,17 @@ use crate::Error;
 /// is 100 MB; blocks of the keeper are far smaller).
 pub const MAX_MESSAGE_BYTES: u64 = 104_857_600;
 
+/// The buffer set aside before a message's bytes arrive; it grows with the
+/// bytes actually read, never ahead of them by more than this.
+pub const INITIAL_BUFFER_BYTES: usize = 64 * 1024;
+
 /// Reads one message; `Ok(None)` on a clean end of stream before its first
 /// byte. A varint longer than 10 bytes, a length over `max`, a stream that
 /// ends inside a message, or bytes that do not decode are errors.
+///
+/// The announced length is not trusted for memory: the buffer starts at
+/// [`INITIAL_BUFFER_BYTES`] at most and grows as the bytes come, so a
+/// peer announcing `max` bytes and sending few holds little memory.
 pub fn read_message<M: Message + Default>(r: &mut impl Read, max: u64) -> Result<Option<M>, Error> {
     let Some(len) = read_uvarint(r)? else {
         return Ok(None);
@@ -22,12 +30,12 @@ pub fn read_message<M: Message + Default>(r: &mut impl Read, max: u64) -> Result
     if len > max {
         return Err(Error::TooLarge { len, max });
     }
-    let len = usize::try_from(len).map_err(|_| Error::TooLarge { len, max })?;
-    let mut buf = vec![0u8; len];
-    r.read_exact(&mut buf).map_err(|e| match e.kind() {
-        io::ErrorKind::UnexpectedEof => Error::Truncated,
-        _ => Error::Io(e),
-    })?;
+    let expected = usize::try_from(len).map_err(|_| Error::TooLarge { len, max })?;
+    let mut buf = Vec::with_capacity(expected.min(INITIAL_BUFFER_BYTES));
+    let read = r.take(len).read_to_end(&mut buf)?;
+    if read < expected {
+        return Err(Error::Truncated);
+    }
     M::decode(buf.as_slice())
         .map(Some)
         .map_err(|e| Error::Decode(e.to_string()))
@@ -127,6 +135,14 @@ mod tests {
         let short = [10u8, 1, 2];
         assert!(matches!(
             read_message::<Request>(&mut short.as_slice(), MAX_MESSAGE_BYTES),
+            Err(Error::Truncated)
+        ));
+        // A length far beyond any memory, allowed by the limit, with three
+        // bytes behind it: nothing is allocated for the announced length.
+        let mut vast = vec![0x80u8, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x40];
+        vast.extend_from_slice(&[1, 2, 3]);
+        assert!(matches!(
+            read_message::<Request>(&mut vast.as_slice(), u64::MAX),
             Err(Error::Truncated)
         ));
         let garbage = [3u8, 0xff, 0xff, 0xff];

@@ -20,7 +20,7 @@ pub mod journal;
 pub mod server;
 
 pub use app::App;
-pub use server::Server;
+pub use server::{Limits, Server};
 
 /// Why a connection could not be served.
 #[derive(Debug, thiserror::Error)]
