@@ -9,9 +9,10 @@ use r3mes_chain::Address;
 use r3mes_chain::tables::hex_lower;
 use r3mes_node::proto::query_client::QueryClient;
 use r3mes_node::proto::{
-    AccountRequest, ChallengeRequest, CidRequest, GradientsByMinerRequest, GradientsByRoundRequest,
-    ModelRequest, OpenChallengesRequest, OwnedRequest, ParamsRequest, PinsRequest, RoundRequest,
-    ShardAssignmentRequest, StatusRequest, TraceRequest, VerificationsRequest,
+    AccountRequest, BlockRequest, ChallengeRequest, CidRequest, GradientsByMinerRequest,
+    GradientsByRoundRequest, ModelRequest, OpenChallengesRequest, OwnedRequest, ParamsRequest,
+    PinsRequest, RoundRequest, ShardAssignmentRequest, StatusRequest, TraceRequest,
+    VerificationsRequest,
 };
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -64,6 +65,12 @@ enum QueryCommand {
     /// Chain id, height, app hash, next block time, mempool size, total
     /// supply.
     Status,
+    /// A committed block's header: hash, app hash before and after,
+    /// transaction count, time.
+    Block {
+        /// Height (default: the last committed block).
+        height: Option<u64>,
+    },
     /// The keeper's parameters, with the data policies they give.
     Params,
     /// An account's balance, stake and sequence.
@@ -202,6 +209,23 @@ async fn query(args: &QueryArgs) -> Result<Value> {
                 "next_block_time_ms": s.next_block_time_ms,
                 "mempool_size": s.mempool_size,
                 "total_supply": s.total_supply,
+            })
+        }
+        QueryCommand::Block { height } => {
+            let b = q
+                .block(BlockRequest {
+                    height: height.unwrap_or(0),
+                })
+                .await
+                .map_err(status)?
+                .into_inner();
+            serde_json::json!({
+                "height": b.height,
+                "block_hash": b.block_hash,
+                "previous_app_hash": b.previous_app_hash,
+                "app_hash": b.app_hash,
+                "tx_count": b.tx_count,
+                "time_ms": b.time_ms,
             })
         }
         QueryCommand::Params => {

@@ -43,6 +43,30 @@ fn queries_print_lines_or_json_and_refuse_bad_input() {
     let lines = ok(query(home, &url, &["status"]));
     assert!(lines.contains("chain_id: r3mes-local-1"), "{lines}");
 
+    // Block headers: the genesis block, then one that chains on from it.
+    let genesis: serde_json::Value =
+        serde_json::from_str(&ok(query(home, &url, &["block", "1", "--json"]))).unwrap();
+    assert_eq!(genesis["height"], 1);
+    assert_eq!(genesis["tx_count"], 0);
+    let tip: serde_json::Value =
+        serde_json::from_str(&ok(query(home, &url, &["block", "--json"]))).unwrap();
+    let tip_height = tip["height"].as_u64().unwrap();
+    assert!(tip_height >= 1, "{tip}");
+    let mut second = query(home, &url, &["block", "2", "--json"]);
+    for _ in 0..50 {
+        if second.status.success() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        second = query(home, &url, &["block", "2", "--json"]);
+    }
+    let second: serde_json::Value = serde_json::from_str(&ok(second)).unwrap();
+    assert_eq!(second["previous_app_hash"], genesis["app_hash"]);
+    assert_eq!(second["block_hash"].as_str().unwrap().len(), 64, "{second}");
+    let lines = ok(query(home, &url, &["block", "2"]));
+    assert!(lines.contains("previous_app_hash: "), "{lines}");
+    fails(query(home, &url, &["block", "999999999"]), "NotFound");
+
     let balance: serde_json::Value =
         serde_json::from_str(&ok(query(home, &url, &["balance", &validator, "--json"]))).unwrap();
     assert_eq!(balance["address"], validator.as_str());

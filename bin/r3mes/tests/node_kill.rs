@@ -3,8 +3,10 @@
 //! (each to a fresh address, so each one's effect is visible on its own),
 //! the node is SIGKILLed mid-stream, and after a restart every transfer
 //! that was acknowledged is in state, the store's app hash matches its
-//! records, and the chain goes on from there until a SIGTERM stops it
-//! cleanly.
+//! records, the stored block headers chain from block 1 to the tip (each
+//! block starting from the app hash the previous one ended with) and agree
+//! with every (height, app hash) the clients saw in `Status` before the
+//! kill, and the chain goes on from there until a SIGTERM stops it cleanly.
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -18,7 +20,7 @@ use r3mes_node::home::Home;
 use r3mes_node::keyring::Keyring;
 use r3mes_node::proto::msg_client::MsgClient;
 use r3mes_node::proto::query_client::QueryClient;
-use r3mes_node::proto::{AccountRequest, BroadcastTxRequest, StatusRequest};
+use r3mes_node::proto::{AccountRequest, BlockRequest, BroadcastTxRequest, StatusRequest};
 
 const SENDERS: u32 = 12;
 
@@ -48,14 +50,19 @@ fn start(home: &Path) -> (Child, String) {
     (child, format!("http://{addr}"))
 }
 
+/// (height, hex app hash) pairs seen in `Status` answers.
+type Seen = Arc<Mutex<Vec<(u64, String)>>>;
+
 /// One sender: transfers of 1 uremes to fresh addresses, one at a time,
-/// until `stop`; every acknowledged recipient goes into `acked`.
+/// until `stop`; every acknowledged recipient goes into `acked`, every
+/// `Status` it read into `seen`.
 async fn send_until(
     url: String,
     key: SecretKey,
     salt: u32,
     stop: Instant,
     acked: Arc<Mutex<Vec<Address>>>,
+    seen: Seen,
 ) -> u64 {
     let Ok(mut msg) = MsgClient::connect(url.clone()).await else {
         return 0;
@@ -70,6 +77,9 @@ async fn send_until(
             break;
         };
         let status = status.into_inner();
+        seen.lock()
+            .expect("lock")
+            .push((status.height, status.app_hash.clone()));
         let mut to = [0u8; 20];
         to[..4].copy_from_slice(&salt.to_be_bytes());
         to[4..12].copy_from_slice(&sequence.to_be_bytes());
@@ -139,11 +149,19 @@ async fn sigkill_under_load_loses_no_acknowledged_transaction() {
     let (mut node, url) = start(home);
     let ring = Keyring::new(Home::new(home).keyring());
     let acked = Arc::new(Mutex::new(Vec::new()));
+    let seen: Seen = Arc::new(Mutex::new(Vec::new()));
     let stop = Instant::now() + Duration::from_secs(30);
     let senders: Vec<_> = (1..=SENDERS)
         .map(|i| {
             let key = ring.secret(&format!("dev{i}")).expect("dev key");
-            tokio::spawn(send_until(url.clone(), key, i, stop, Arc::clone(&acked)))
+            tokio::spawn(send_until(
+                url.clone(),
+                key,
+                i,
+                stop,
+                Arc::clone(&acked),
+                Arc::clone(&seen),
+            ))
         })
         .collect();
     // Kill once a good number of transfers is acknowledged, mid-stream.
@@ -172,6 +190,46 @@ async fn sigkill_under_load_loses_no_acknowledged_transaction() {
         keeper.app_hash().expect("app hash")
     );
     let height = keeper.height().expect("height");
+    // Every block from the genesis to the tip has its header, each starts
+    // from the app hash the previous one ended with, and the tip's is the
+    // state's; an empty block's hash is the producer's over no transactions.
+    let mut previous = r3mes_chain::apphash::empty_root();
+    for h in 1..=height {
+        let header = keeper
+            .header(h)
+            .expect("header")
+            .unwrap_or_else(|| panic!("no header for committed block {h}"));
+        assert_eq!(header.height, h);
+        assert_eq!(
+            header.previous_app_hash,
+            previous,
+            "block {h} does not start from block {}'s app hash",
+            h - 1
+        );
+        if h > 1 && header.tx_count == 0 {
+            let hash = r3mes_node::producer::block_hash(h, &previous, std::iter::empty());
+            assert_eq!(header.block_hash, hash, "block {h}'s hash");
+        }
+        previous = header.app_hash;
+    }
+    assert_eq!(previous, keeper.app_hash().expect("app hash"));
+    let tip_app_hash = previous;
+    assert!(keeper.header(height + 1).expect("header").is_none());
+    // What clients saw before the kill was committed, and is what is stored.
+    let seen = seen.lock().expect("lock").clone();
+    assert!(!seen.is_empty());
+    for (h, app_hash) in &seen {
+        assert!(
+            *h <= height,
+            "Status showed height {h}, the store has {height}"
+        );
+        let header = keeper.header(*h).expect("header").expect("seen header");
+        assert_eq!(
+            &r3mes_chain::tables::hex_lower(&header.app_hash),
+            app_hash,
+            "height {h}: Status before the kill and the stored header differ"
+        );
+    }
     drop(keeper);
 
     let (mut node, url) = start(home);
@@ -182,6 +240,20 @@ async fn sigkill_under_load_loses_no_acknowledged_transaction() {
         .expect("status")
         .into_inner();
     assert!(status.height >= height);
+    // The restarted node serves the same headers over Query.Block.
+    let (h, app_hash) = seen.last().expect("seen").clone();
+    let block = query
+        .block(BlockRequest { height: h })
+        .await
+        .expect("block")
+        .into_inner();
+    assert_eq!((block.height, block.app_hash), (h, app_hash));
+    let tip = query
+        .block(BlockRequest { height })
+        .await
+        .expect("block")
+        .into_inner();
+    assert_eq!(tip.app_hash, r3mes_chain::tables::hex_lower(&tip_app_hash));
     for to in &acked {
         let account = query
             .account(AccountRequest {

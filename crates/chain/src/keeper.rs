@@ -5,7 +5,8 @@
 //! let mut b = keeper.begin_block(h, block_hash)?;
 //! b.deliver(&tx)?  (each transaction: atomic, typed error or events)
 //! b.end_block()?   (deadlines, sampling, rounds, GC)
-//! b.commit()?      (one durable write: state, height, app hash)
+//! b.commit()?      (one durable write: state, height, app hash, header)
+//! keeper.header(h)? (block hash, app hash before and after, tx count)
 //! ```
 //!
 //! The block hash is the caller's (the node's block producer, or CometBFT
@@ -22,7 +23,7 @@ use crate::exec::{Ctx, Events};
 use crate::genesis::{ChainInfo, Genesis, apply_genesis, block_time_at};
 use crate::params::Params;
 use crate::proto::Round;
-use crate::state::{BlockWriter, State};
+use crate::state::{BlockWriter, Header, State};
 use crate::tables::{CHAIN_INFO, PARAMS, singleton};
 use crate::tx::SignedTx;
 use crate::{Error, Result, challenges, gc, rounds};
@@ -92,6 +93,19 @@ impl Keeper {
         self.state.app_hash()
     }
 
+    /// The last committed height and its app hash, read together.
+    pub fn tip(&self) -> Result<(u64, Hash)> {
+        self.state.tip()
+    }
+
+    /// The header of committed block `height` (see
+    /// [`State::header`]): its hash, the app hash before and after it and
+    /// its transaction count. `None` for heights not committed (or
+    /// committed before the store kept headers).
+    pub fn header(&self, height: u64) -> Result<Option<Header>> {
+        self.state.header(height)
+    }
+
     /// Block time of `height`, ms.
     pub fn block_time_ms(&self, height: u64) -> Result<i64> {
         block_time_at(self.info.genesis_time_ms, self.params.block_time_ms, height)
@@ -130,6 +144,7 @@ impl Keeper {
             block_hash,
             open_round,
             ended: false,
+            tx_count: 0,
         })
     }
 
@@ -148,6 +163,9 @@ pub struct Block<'k> {
     block_hash: [u8; 32],
     open_round: Option<Round>,
     ended: bool,
+    /// Transactions delivered so far, applied or failed (the header's
+    /// count).
+    tx_count: u64,
 }
 
 impl<'k> Block<'k> {
@@ -180,13 +198,23 @@ impl<'k> Block<'k> {
         if self.ended {
             return Err(Error::Store("transaction delivered after end_block".into()));
         }
+        self.tx_count = self.tx_count.saturating_add(1);
         let (writer, ctx) = self.parts();
         apply_tx(writer, tx, &ctx)
     }
 
     /// Decodes and applies transaction bytes.
     pub fn deliver_bytes(&mut self, bytes: &[u8]) -> Result<TxOutcome> {
-        let tx = self.keeper.decode_tx(bytes)?;
+        let tx = match self.keeper.decode_tx(bytes) {
+            Ok(tx) => tx,
+            Err(e) => {
+                // Undecodable, yet part of the block.
+                if !self.ended {
+                    self.tx_count = self.tx_count.saturating_add(1);
+                }
+                return Err(e);
+            }
+        };
         self.deliver(&tx)
     }
 
@@ -212,10 +240,48 @@ impl<'k> Block<'k> {
         &self.writer
     }
 
-    /// Runs the end-of-block work if not yet run, then commits; returns the
-    /// app hash.
+    /// Runs the end-of-block work if not yet run, then commits (state,
+    /// height, app hash and the block's header: its hash and transaction
+    /// count); returns the app hash.
     pub fn commit(mut self) -> Result<Hash> {
         self.end_block()?;
+        self.writer.set_block(self.block_hash, self.tx_count);
         self.writer.commit()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn genesis() -> Genesis {
+        Genesis {
+            chain_id: "r3mes-header-test".into(),
+            genesis_time_ms: 0,
+            params: Params::default(),
+            accounts: Vec::new(),
+            total_supply: 0,
+            validators: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn committed_blocks_keep_their_hash_tx_count_and_app_hash_chain() {
+        let keeper = Keeper::init(State::in_memory().unwrap(), &genesis()).unwrap();
+        let genesis_header = keeper.header(1).unwrap().unwrap();
+        assert_eq!(genesis_header.app_hash, keeper.app_hash().unwrap());
+        let mut b = keeper.begin_block(2, [9; 32]).unwrap();
+        // Undecodable bytes fail, yet count as delivered in the block.
+        assert!(b.deliver_bytes(b"not a transaction").is_err());
+        let app_hash = b.commit().unwrap();
+        let h = keeper.header(2).unwrap().unwrap();
+        assert_eq!(h.height, 2);
+        assert_eq!(h.block_hash, [9; 32]);
+        assert_eq!(h.tx_count, 1);
+        assert_eq!(h.previous_app_hash, genesis_header.app_hash);
+        assert_eq!(h.app_hash, app_hash);
+        // A block dropped without commit leaves no header.
+        drop(keeper.begin_block(3, [3; 32]).unwrap());
+        assert_eq!(keeper.header(3).unwrap(), None);
     }
 }

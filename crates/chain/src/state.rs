@@ -16,6 +16,11 @@
 //!   the first), `"app_hash" -> 32 bytes` (its app hash; before the first
 //!   block the empty-state root) and `"index_height" -> u64 big-endian`
 //!   (the height `buckets-0` describes; absent if never written).
+//! - `headers-0`: `u64 height -> header` for every block committed since
+//!   the table exists ([`Header`]): the block hash the caller gave, the
+//!   app hash before and after the block and its transaction count, 104
+//!   bytes. Written in the block's own commit (one insert), so a header
+//!   exists exactly for the committed heights; not part of the app hash.
 //!
 //! The app-hash index (every bucket's sorted leaves, 32 bytes per pair,
 //! and the top tree, [`apphash::TopTree`], 4 MiB) lives in memory. Blocks
@@ -36,8 +41,8 @@
 //!
 //! Writes go through a [`BlockWriter`] from [`State::begin_block`]: it stages
 //! every write of the block in memory (reads see the staged writes) and
-//! [`BlockWriter::commit`] applies them, the new height and the new app
-//! hash in one durable redb write transaction (`Durability::Immediate`):
+//! [`BlockWriter::commit`] applies them, the new height, the new app hash
+//! and the block's header in one durable redb write transaction (`Durability::Immediate`):
 //! its cost grows with the number of changed keys (times a logarithm), not
 //! with the size of the state. The new bucket leaves and top-tree nodes are
 //! computed before the redb commit and installed in memory only after it
@@ -79,6 +84,8 @@ const META: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("meta-0");
 const BUCKETS: TableDefinition<'_, u16, &[u8]> = TableDefinition::new("buckets-0");
 /// The bucket roots of the previous layout, deleted at open.
 const BUCKET_ROOTS: TableDefinition<'_, u16, [u8; 32]> = TableDefinition::new("bucket-roots-0");
+/// One header per committed height ([`Header`]).
+const HEADERS: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("headers-0");
 const META_HEIGHT: &str = "height";
 const META_APP_HASH: &str = "app_hash";
 const META_INDEX_HEIGHT: &str = "index_height";
@@ -160,6 +167,62 @@ impl Key {
 impl AsRef<[u8]> for Key {
     fn as_ref(&self) -> &[u8] {
         &self.0
+    }
+}
+
+/// What the store keeps of each committed block (`headers-0`): enough to
+/// check that the blocks chain, each starting from the app hash the
+/// previous one ended with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header {
+    /// The block's height.
+    pub height: u64,
+    /// The block hash its producer gave ([`BlockWriter::set_block`]; zero
+    /// if none was given, as for the genesis block).
+    pub block_hash: [u8; 32],
+    /// The app hash before the block (the previous block's app hash).
+    pub previous_app_hash: Hash,
+    /// The app hash after the block.
+    pub app_hash: Hash,
+    /// Transactions delivered in the block, applied or failed.
+    pub tx_count: u64,
+}
+
+impl Header {
+    /// Encoded size: three hashes and a big-endian count.
+    const LEN: usize = 32 * 3 + 8;
+
+    fn encode(&self) -> [u8; Self::LEN] {
+        let mut out = [0u8; Self::LEN];
+        out[..32].copy_from_slice(&self.block_hash);
+        out[32..64].copy_from_slice(&self.previous_app_hash);
+        out[64..96].copy_from_slice(&self.app_hash);
+        out[96..].copy_from_slice(&self.tx_count.to_be_bytes());
+        out
+    }
+
+    fn decode(height: u64, bytes: &[u8]) -> Result<Self> {
+        let bytes = <&[u8; Self::LEN]>::try_from(bytes).map_err(|_| {
+            Error::Store(format!(
+                "headers-0 height {height} is {} bytes, not {}",
+                bytes.len(),
+                Self::LEN
+            ))
+        })?;
+        let hash = |at: usize| {
+            let mut h = [0u8; 32];
+            h.copy_from_slice(&bytes[at..at + 32]);
+            h
+        };
+        let mut count = [0u8; 8];
+        count.copy_from_slice(&bytes[96..]);
+        Ok(Header {
+            height,
+            block_hash: hash(0),
+            previous_app_hash: hash(32),
+            app_hash: hash(64),
+            tx_count: u64::from_be_bytes(count),
+        })
     }
 }
 
@@ -345,6 +408,7 @@ impl State {
         let txn = db.begin_write().map_err(store_err)?;
         txn.open_table(KV).map_err(store_err)?;
         txn.open_table(BUCKETS).map_err(store_err)?;
+        txn.open_table(HEADERS).map_err(store_err)?;
         // The per-bucket roots of the previous layout are no longer kept.
         txn.delete_table(BUCKET_ROOTS).map_err(store_err)?;
         {
@@ -497,6 +561,21 @@ impl State {
         read_height(&meta)
     }
 
+    /// The last committed height and its app hash, read together (one read
+    /// transaction, so a commit in between cannot mix two blocks).
+    pub fn tip(&self) -> Result<(u64, Hash)> {
+        let txn = self.db.begin_read().map_err(store_err)?;
+        let meta = txn.open_table(META).map_err(store_err)?;
+        let height = read_height(&meta)?;
+        let guard = meta
+            .get(META_APP_HASH)
+            .map_err(store_err)?
+            .ok_or_else(|| Error::Store("meta-0 has no app_hash".into()))?;
+        let hash = Hash::try_from(guard.value())
+            .map_err(|_| Error::Store("meta-0 app_hash is not 32 bytes".into()))?;
+        Ok((height, hash))
+    }
+
     /// The app hash after the last committed block (the empty-state root
     /// before the first).
     pub fn app_hash(&self) -> Result<Hash> {
@@ -508,6 +587,18 @@ impl State {
             .ok_or_else(|| Error::Store("meta-0 has no app_hash".into()))?;
         Hash::try_from(guard.value())
             .map_err(|_| Error::Store("meta-0 app_hash is not 32 bytes".into()))
+    }
+
+    /// The header of committed block `height`; `None` above the committed
+    /// height, at 0, and for blocks committed before `headers-0` existed.
+    pub fn header(&self, height: u64) -> Result<Option<Header>> {
+        let txn = self.db.begin_read().map_err(store_err)?;
+        let headers = txn.open_table(HEADERS).map_err(store_err)?;
+        headers
+            .get(height)
+            .map_err(store_err)?
+            .map(|g| Header::decode(height, g.value()))
+            .transpose()
     }
 
     /// The committed value under `key`.
@@ -568,6 +659,8 @@ impl State {
             height,
             staged: Overlay::new(),
             snapshot,
+            block_hash: [0; 32],
+            tx_count: 0,
         })
     }
 }
@@ -666,12 +759,24 @@ pub struct BlockWriter<'a> {
     /// The committed `kv-0` as of `begin_block`, read by every get and scan
     /// of the block (one read transaction instead of one per read).
     snapshot: ReadOnlyTable<&'static [u8], &'static [u8]>,
+    /// The header's block hash.
+    block_hash: [u8; 32],
+    /// The header's transaction count.
+    tx_count: u64,
 }
 
 impl BlockWriter<'_> {
     /// The height this block will commit at.
     pub fn height(&self) -> u64 {
         self.height
+    }
+
+    /// Sets what the block's [`Header`] records besides the app hashes:
+    /// its hash and how many transactions it delivered (both zero unless
+    /// set).
+    pub fn set_block(&mut self, block_hash: [u8; 32], tx_count: u64) {
+        self.block_hash = block_hash;
+        self.tx_count = tx_count;
     }
 
     /// The key of the committed batch holding the record `id`
@@ -733,8 +838,9 @@ impl BlockWriter<'_> {
         scan_layers(&self.snapshot, layers, prefix, limit)
     }
 
-    /// Writes the staged changes, the new height and the new app hash in
-    /// one durable redb transaction and returns the app hash. Fails with
+    /// Writes the staged changes, the new height, the new app hash and the
+    /// block's [`Header`] in one durable redb transaction and returns the
+    /// app hash. Fails with
     /// [`Error::WrongBlockHeight`] if another block committed meanwhile.
     pub fn commit(self) -> Result<Hash> {
         // Taken before the write transaction and held until the index is
@@ -787,9 +893,25 @@ impl BlockWriter<'_> {
             let staged = index.stage(changes)?;
             let roots: Vec<(u16, Hash)> = staged.iter().map(|(b, _, root)| (*b, *root)).collect();
             let (hash, update) = index.tree.plan(&roots);
+            let previous_app_hash = meta
+                .get(META_APP_HASH)
+                .map_err(store_err)?
+                .and_then(|g| Hash::try_from(g.value()).ok())
+                .ok_or_else(|| Error::Store("meta-0 has no 32-byte app_hash".into()))?;
             meta.insert(META_HEIGHT, self.height.to_be_bytes().as_slice())
                 .map_err(store_err)?;
             meta.insert(META_APP_HASH, hash.as_slice())
+                .map_err(store_err)?;
+            let header = Header {
+                height: self.height,
+                block_hash: self.block_hash,
+                previous_app_hash,
+                app_hash: hash,
+                tx_count: self.tx_count,
+            };
+            txn.open_table(HEADERS)
+                .map_err(store_err)?
+                .insert(self.height, header.encode().as_slice())
                 .map_err(store_err)?;
             (hash, staged, update, batch_changes)
         };
@@ -1053,5 +1175,92 @@ mod tests {
         assert_eq!(err, Error::Store("boom".into()));
         assert_eq!(b.get(b"d").unwrap(), None);
         assert_eq!(b.get(b"c").unwrap(), Some(b"3".to_vec()));
+    }
+
+    #[test]
+    fn each_commit_writes_a_header_that_chains_to_the_previous_one() {
+        let s = State::in_memory().unwrap();
+        assert_eq!(s.header(0).unwrap(), None);
+        let mut b = s.begin_block(1).unwrap();
+        b.put(b"a", b"1");
+        let h1 = b.commit().unwrap();
+        let first = s.header(1).unwrap().unwrap();
+        assert_eq!(
+            first,
+            Header {
+                height: 1,
+                block_hash: [0; 32],
+                previous_app_hash: apphash::empty_root(),
+                app_hash: h1,
+                tx_count: 0,
+            }
+        );
+        let mut b = s.begin_block(2).unwrap();
+        b.put(b"b", b"2");
+        b.set_block([7; 32], 3);
+        let h2 = b.commit().unwrap();
+        let second = s.header(2).unwrap().unwrap();
+        assert_eq!(second.block_hash, [7; 32]);
+        assert_eq!(second.tx_count, 3);
+        assert_eq!(second.previous_app_hash, h1);
+        assert_eq!(second.app_hash, h2);
+        assert_eq!(s.header(3).unwrap(), None);
+        assert_eq!(s.tip().unwrap(), (2, h2));
+        // The headers are beside kv-0, not in the app hash.
+        assert_eq!(s.recompute_app_hash().unwrap(), h2);
+    }
+
+    #[test]
+    fn a_dropped_block_writes_no_header_and_headers_survive_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.redb");
+        let hashes = {
+            let s = State::open(&path).unwrap();
+            let mut hashes = vec![apphash::empty_root()];
+            for height in 1..=3u64 {
+                let mut b = s.begin_block(height).unwrap();
+                b.put(&height.to_be_bytes(), b"v");
+                b.set_block([u8::try_from(height).unwrap(); 32], height);
+                hashes.push(b.commit().unwrap());
+            }
+            // Block 4 runs but never commits, as when the process dies
+            // before its commit.
+            let mut b = s.begin_block(4).unwrap();
+            b.put(b"lost", b"x");
+            b.set_block([4; 32], 1);
+            drop(b);
+            assert_eq!(s.header(4).unwrap(), None);
+            hashes
+        };
+        let s = State::open(&path).unwrap();
+        assert_eq!(s.height().unwrap(), 3);
+        assert_eq!(s.header(4).unwrap(), None);
+        for height in 1..=3u64 {
+            let h = s.header(height).unwrap().unwrap();
+            let i = usize::try_from(height).unwrap();
+            assert_eq!(h.previous_app_hash, hashes[i - 1], "height {height}");
+            assert_eq!(h.app_hash, hashes[i], "height {height}");
+            assert_eq!(h.tx_count, height);
+        }
+        assert_eq!(
+            s.header(3).unwrap().unwrap().app_hash,
+            s.app_hash().unwrap()
+        );
+        // The next block chains on from the last committed one.
+        s.begin_block(4).unwrap().commit().unwrap();
+        assert_eq!(s.header(4).unwrap().unwrap().previous_app_hash, hashes[3]);
+    }
+
+    #[test]
+    fn a_header_of_the_wrong_size_is_a_store_error() {
+        let h = Header {
+            height: 9,
+            block_hash: [1; 32],
+            previous_app_hash: [2; 32],
+            app_hash: [3; 32],
+            tx_count: 4,
+        };
+        assert_eq!(Header::decode(9, &h.encode()).unwrap(), h);
+        assert!(matches!(Header::decode(9, &[0; 10]), Err(Error::Store(_))));
     }
 }

@@ -65,11 +65,11 @@ impl Query for QueryService {
     async fn status(&self, _: Request<StatusRequest>) -> Reply<StatusResponse> {
         let mempool_size = self.shared.mempool.len() as u64;
         self.read(move |k| {
-            let height = k.height()?;
+            let (height, app_hash) = k.tip()?;
             Ok(StatusResponse {
                 chain_id: k.chain_id().to_owned(),
                 height,
-                app_hash: hex::encode(k.app_hash()?),
+                app_hash: hex::encode(app_hash),
                 next_block_time_ms: k.block_time_ms(height.saturating_add(1))?,
                 mempool_size,
                 total_supply: queries::supply(k.state())?.to_string(),
@@ -77,6 +77,27 @@ impl Query for QueryService {
         })
         .await
         .map(Response::new)
+    }
+
+    async fn block(&self, request: Request<BlockRequest>) -> Reply<BlockResponse> {
+        let wanted = request.into_inner().height;
+        let (height, header, time_ms) = self
+            .read(move |k| {
+                let height = if wanted == 0 { k.height()? } else { wanted };
+                let header = k.header(height)?;
+                let time_ms = k.block_time_ms(height)?;
+                Ok((height, header, time_ms))
+            })
+            .await?;
+        let h = found(header, || format!("block {height}"))?;
+        Ok(Response::new(BlockResponse {
+            height: h.height,
+            block_hash: hex::encode(h.block_hash),
+            previous_app_hash: hex::encode(h.previous_app_hash),
+            app_hash: hex::encode(h.app_hash),
+            tx_count: h.tx_count,
+            time_ms,
+        }))
     }
 
     async fn params(&self, _: Request<ParamsRequest>) -> Reply<ParamsResponse> {
