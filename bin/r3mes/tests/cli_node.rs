@@ -1,5 +1,6 @@
-//! The `r3mes node init` and `r3mes keys` command contract, run as a user
-//! runs them: output, exit codes, file modes, clear errors.
+//! The `r3mes node init`, `r3mes node start` and `r3mes keys` command
+//! contract, run as a user runs them: output, exit codes, file modes, clear
+//! errors, a clean stop on SIGINT; and a smoke run of `r3mes bench submit`.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -141,4 +142,121 @@ fn start_with_init_makes_a_missing_home_and_without_it_says_so() {
         keys.contains("validator") && keys.contains("dev3"),
         "{keys}"
     );
+}
+
+/// `node init` in `home` on ephemeral ports, without the IPFS HTTP servers.
+fn init_ephemeral(home: &Path, block_ms: u64) {
+    ok(r3mes(
+        &[
+            "node",
+            "init",
+            "--block-time-ms",
+            &block_ms.to_string(),
+            "--grpc-addr",
+            "127.0.0.1:0",
+            "--metrics-addr",
+            "127.0.0.1:0",
+            "--no-ipfs-http",
+        ],
+        home,
+    ));
+}
+
+#[test]
+fn start_stops_cleanly_on_sigint() {
+    use std::io::{BufRead, BufReader, Read};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let h = dir.path();
+    init_ephemeral(h, 100);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_r3mes"))
+        .args(["node", "start"])
+        .args([
+            "--verify-cache-ttl",
+            "60",
+            "--verify-cache-max-bytes",
+            "1048576",
+        ])
+        .env("R3MES_HOME", h)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut line = String::new();
+    let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+    stdout.read_line(&mut line).expect("read");
+    assert!(line.starts_with("node started: gRPC "), "{line:?}");
+    // A few blocks, then Ctrl-C.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let int = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(int.success());
+    let status = child.wait().expect("wait");
+    drop(stdout);
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut stderr)
+        .expect("read stderr");
+    assert!(status.success(), "SIGINT exit: {status:?}: {stderr}");
+    assert!(stderr.contains("stopping the node (SIGINT)"), "{stderr}");
+    // It closed its state cleanly: the next start opens it at once.
+    let mut again = Command::new(env!("CARGO_BIN_EXE_r3mes"))
+        .args(["node", "start"])
+        .env("R3MES_HOME", h)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let mut line = String::new();
+    let mut stdout = BufReader::new(again.stdout.take().expect("stdout"));
+    stdout.read_line(&mut line).expect("read");
+    assert!(line.starts_with("node started: gRPC "), "{line:?}");
+    let _ = Command::new("kill")
+        .args(["-INT", &again.id().to_string()])
+        .status();
+    assert!(again.wait().expect("wait").success());
+}
+
+#[test]
+fn bench_submit_includes_every_transaction_of_a_small_load() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = ok(r3mes(
+        &[
+            "bench",
+            "submit",
+            "--clients",
+            "4",
+            "--txs",
+            "40",
+            "--block-time-ms",
+            "100",
+            "--connections",
+            "2",
+            "--pow-bits",
+            "4",
+            "--json",
+        ],
+        dir.path(),
+    ));
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report["clients"], 4, "{report}");
+    assert_eq!(report["txs_sent"], 40, "{report}");
+    assert_eq!(report["txs_ok"], 40, "{report}");
+    assert_eq!(report["errors"], 0, "{report}");
+    let f = |name: &str| {
+        report[name]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{name} in {report}"))
+    };
+    assert!(f("tx_per_sec") > 0.0, "{report}");
+    let (p50, p99, max) = (
+        f("latency_ms_p50"),
+        f("latency_ms_p99"),
+        f("latency_ms_max"),
+    );
+    assert!(0.0 < p50 && p50 <= p99 && p99 <= max, "{report}");
 }
