@@ -2,7 +2,8 @@
 //! each checked by the matching `r3mes query`: stake and unstake; dataset
 //! proposal, approval and deactivation; pin registration and reward
 //! claims; a replica registered, challenged and answered by hand; a model
-//! version; a computation trace; a gradient verified by hand with a vault.
+//! version; a computation trace; a gradient verified by hand with a vault;
+//! a replica challenge answered by a node started with `--respond-as`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -337,4 +338,66 @@ fn every_message_has_a_tx_command_and_its_effect_can_be_queried() {
 /// nothing on the test chain names.
 fn unkept_cid() -> String {
     "QmTNsAGTvyjdnbn19AfWgtuqLTBiL6LBXXwE6my2MLUpY3".to_owned()
+}
+
+#[test]
+fn a_node_started_with_respond_as_answers_its_key_s_challenge() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path();
+    common::init(home, 100, 1, |_| {});
+    let node = common::start(home, &["--respond-as", "dev1"]);
+    let (url, ipfs) = (node.url.as_str(), node.ipfs.as_str());
+    let run = |what: &str, args: &[&str]| -> serde_json::Value {
+        json(&ok(r3mes(home)
+            .arg(what)
+            .args(args)
+            .args(["--node", url, "--json"])
+            .output()
+            .unwrap()))
+    };
+    let content = add(home, ipfs, "kept", 7, 300_000);
+    let registered = run(
+        "tx",
+        &[
+            "register-replica",
+            "--from",
+            "dev1",
+            &content,
+            "--api",
+            ipfs,
+        ],
+    );
+    let replica = find(&registered, "replica_hash")
+        .unwrap_or_else(|| panic!("no replica in {registered}"))
+        .to_owned();
+    let issued = run(
+        "tx",
+        &[
+            "issue-challenge",
+            "--from",
+            "validator",
+            "--kind",
+            "replica",
+            &replica,
+        ],
+    );
+    let challenge = issued["result"].as_str().unwrap().to_owned();
+    // Nobody answers by hand: the node's responder duty does, from its
+    // own store, through its own mempool.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let c = run("query", &["challenge", &challenge]);
+        if c["status"] == json("2") {
+            break;
+        }
+        assert_eq!(
+            c["status"],
+            json("1"),
+            "the challenge closed unanswered: {c}"
+        );
+        assert!(Instant::now() < deadline, "not answered within 20 s: {c}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (stopped, _) = node.process.stop();
+    assert!(stopped, "SIGTERM exit");
 }
