@@ -18,9 +18,16 @@
 //! expected sequence per signer over the committed state, so several
 //! transactions of one account can wait in the mempool; it starts afresh
 //! after every block, when CometBFT rechecks its mempool.
+//!
+//! A hook set with [`App::set_commit_hook`] sees every block once its
+//! `Commit` is recorded ([`CommittedBlock`]: height, transaction counts,
+//! the keeper's events): what the node does after a block (unpinning the
+//! content retention released, metrics) happens only for blocks that are
+//! durably committed, and for a block replayed after a crash too.
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use prost::Message;
 use r3mes_chain::apply::TxResponse;
@@ -51,6 +58,28 @@ pub mod query_code {
     pub const BAD_REQUEST: u32 = 2;
 }
 
+/// A block CometBFT has committed, as the commit hook sees it.
+#[derive(Debug)]
+pub struct CommittedBlock<'a> {
+    /// The keeper's height of the block (CometBFT's plus one).
+    pub height: u64,
+    /// Transactions the keeper applied.
+    pub txs_applied: u64,
+    /// Transactions the keeper refused inside the block.
+    pub txs_failed: u64,
+    /// The keeper's events: each applied transaction's in block order,
+    /// then the end-of-block events.
+    pub events: &'a [Event],
+    /// How long `FinalizeBlock` took to run and commit the block (zero for
+    /// a block answered from the record after a restart).
+    pub took: Duration,
+}
+
+/// Called with each block once its `Commit` is recorded, on the thread of
+/// CometBFT's consensus connection while the application is locked: it
+/// must return quickly (hand slow work to another thread or runtime).
+pub type CommitHook = Box<dyn FnMut(&CommittedBlock<'_>) + Send>;
+
 enum Phase {
     /// No genesis yet: waiting for `InitChain`.
     Fresh(State),
@@ -70,6 +99,10 @@ pub struct App {
     /// replays and `Info`; `None` when the keeper's last block is committed
     /// and its response is unknown (a state written without a record).
     last: Option<LastBlock>,
+    /// How long the last `FinalizeBlock` of this process took.
+    last_took: Duration,
+    /// Sees each committed block.
+    on_commit: Option<CommitHook>,
 }
 
 type Handled<T> = Result<T, String>;
@@ -85,6 +118,8 @@ impl App {
             check: HashMap::new(),
             journal: Journal::in_memory(),
             last: None,
+            last_took: Duration::ZERO,
+            on_commit: None,
         })
     }
 
@@ -134,7 +169,15 @@ impl App {
             check: HashMap::new(),
             journal,
             last,
+            last_took: Duration::ZERO,
+            on_commit: None,
         })
+    }
+
+    /// Calls `hook` with every block whose `Commit` is recorded from now
+    /// on (replacing an earlier hook).
+    pub fn set_commit_hook(&mut self, hook: CommitHook) {
+        self.on_commit = Some(hook);
     }
 
     /// The keeper, once the chain is initialised.
@@ -243,7 +286,8 @@ impl App {
     }
 
     /// Records that CometBFT took the last block (durably, before the
-    /// answer: once `Commit` returned, `Info` must report that block).
+    /// answer: once `Commit` returned, `Info` must report that block), then
+    /// hands it to the commit hook.
     fn commit(&mut self) -> Handled<ResponseCommit> {
         if let Some(last) = self.last.as_mut()
             && !last.committed
@@ -257,6 +301,21 @@ impl App {
                 .store(&record)
                 .map_err(|e| format!("recording the commit of block {}: {e}", record.height))?;
             last.committed = true;
+            if let Some(hook) = self.on_commit.as_mut() {
+                let results = last
+                    .response
+                    .as_ref()
+                    .map_or(&[][..], |r| r.tx_results.as_slice());
+                let applied = results.iter().filter(|r| r.code == 0).count();
+                let count = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
+                hook(&CommittedBlock {
+                    height: u64::try_from(last.height).unwrap_or(0).saturating_add(1),
+                    txs_applied: count(applied),
+                    txs_failed: count(results.len() - applied),
+                    events: &last.keeper_events,
+                    took: std::mem::take(&mut self.last_took),
+                });
+            }
         }
         Ok(ResponseCommit { retain_height: 0 })
     }
@@ -417,17 +476,23 @@ impl App {
                 req.hash.as_ref().len()
             )
         })?;
+        let started = Instant::now();
         let err = |e: r3mes_chain::Error| e.to_string();
         let mut block = keeper.begin_block(next + 1, hash).map_err(err)?;
+        let mut keeper_events = Vec::new();
         let tx_results = req
             .txs
             .iter()
             .map(|tx| match block.deliver_bytes(tx) {
-                Ok(outcome) => ExecTxResult {
-                    data: response_data(&outcome.response).into(),
-                    events: abci_events(&outcome.events),
-                    ..Default::default()
-                },
+                Ok(outcome) => {
+                    let result = ExecTxResult {
+                        data: response_data(&outcome.response).into(),
+                        events: abci_events(&outcome.events),
+                        ..Default::default()
+                    };
+                    keeper_events.extend(outcome.events);
+                    result
+                }
                 Err(e) => ExecTxResult {
                     code: e.code(),
                     log: e.to_string(),
@@ -436,7 +501,9 @@ impl App {
                 },
             })
             .collect();
-        let events = abci_events(&block.end_block().map_err(err)?);
+        let end_events = block.end_block().map_err(err)?;
+        let events = abci_events(&end_events);
+        keeper_events.extend(end_events);
         // Recorded before the keeper commits: if the commit happens, the
         // record is there to answer a replay.
         let mut record = LastBlock {
@@ -449,6 +516,7 @@ impl App {
                 ..Default::default()
             }),
             committed: false,
+            keeper_events,
         };
         self.journal
             .store(&record)
@@ -459,6 +527,7 @@ impl App {
         record.response = Some(resp.clone());
         self.check.clear();
         self.last = Some(record);
+        self.last_took = started.elapsed();
         Ok(resp)
     }
 

@@ -49,6 +49,11 @@ pub struct LastBlock {
     /// Whether `Commit` completed for the block.
     #[prost(bool, tag = "5")]
     pub committed: bool,
+    /// The keeper's events of the block (each applied transaction's in
+    /// block order, then the end-of-block ones), for the commit hook: a
+    /// block replayed after a crash before `Commit` hands them on too.
+    #[prost(message, repeated, tag = "6")]
+    pub keeper_events: Vec<r3mes_chain::proto::Event>,
 }
 
 /// Where the record lives: a file, or nowhere (tests and tools that do not
@@ -127,6 +132,11 @@ mod tests {
             previous_app_hash: vec![2; 32],
             response: Some(ResponseFinalizeBlock::default()),
             committed: false,
+            keeper_events: vec![r3mes_chain::proto::Event {
+                kind: Some(r3mes_chain::proto::event::Kind::Unpin(
+                    r3mes_chain::proto::EvUnpin { cid: "Qm".into() },
+                )),
+            }],
         };
         journal.store(&record).unwrap();
         assert_eq!(journal.load().unwrap(), Some(record.clone()));

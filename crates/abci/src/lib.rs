@@ -19,7 +19,7 @@ pub mod codec;
 pub mod journal;
 pub mod server;
 
-pub use app::App;
+pub use app::{App, CommitHook, CommittedBlock};
 pub use server::{Limits, Server};
 
 /// Why a connection could not be served.

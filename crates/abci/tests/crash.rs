@@ -246,6 +246,7 @@ fn a_block_finalized_but_not_committed_is_replayed_after_a_restart() {
             previous_app_hash: expected[2].app_hash.to_vec(),
             response: Some(ResponseFinalizeBlock::default()),
             committed: false,
+            keeper_events: Vec::new(),
         })
         .unwrap();
     let (server, mut c) = home.start();
@@ -302,4 +303,86 @@ fn block_1_finalized_but_not_committed_goes_back_through_init_chain() {
     assert_eq!(c.finalize(2), expected[1]);
     c.commit();
     crash(server, c);
+}
+
+/// What the commit hook saw of one block: height, transactions applied and
+/// failed, the keeper's events.
+type Seen = (u64, u64, u64, Vec<r3mes_chain::proto::Event>);
+
+/// An application over the store and record in `dir` whose commit hook
+/// appends to `seen`.
+fn hooked(dir: &Path, seen: &Arc<Mutex<Vec<Seen>>>) -> App {
+    let state = State::open(&dir.join("state.redb")).expect("state");
+    let mut app = App::with_journal(state, &dir.join("abci-last-block.pb")).expect("app");
+    let seen = Arc::clone(seen);
+    app.set_commit_hook(Box::new(move |b| {
+        seen.lock()
+            .expect("seen")
+            .push((b.height, b.txs_applied, b.txs_failed, b.events.to_vec()));
+    }));
+    app
+}
+
+fn call(app: &mut App, value: request::Value) -> response::Value {
+    app.handle(Request { value: Some(value) })
+        .value
+        .expect("a response value")
+}
+
+#[test]
+fn the_commit_hook_sees_each_block_once_after_its_commit_also_after_a_replay() {
+    let dir = tempfile::tempdir().unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let mut app = hooked(dir.path(), &seen);
+    call(
+        &mut app,
+        request::Value::InitChain(RequestInitChain {
+            chain_id: CHAIN.into(),
+            app_state_bytes: genesis_json().into_bytes().into(),
+            initial_height: 1,
+            ..Default::default()
+        }),
+    );
+    call(&mut app, request::Value::FinalizeBlock(block(1)));
+    assert!(seen.lock().unwrap().is_empty(), "called before Commit");
+    call(&mut app, request::Value::Commit(RequestCommit {}));
+    call(&mut app, request::Value::Commit(RequestCommit {}));
+    {
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.len(), 1, "one call per block");
+        let (height, applied, failed, events) = &seen[0];
+        assert_eq!((*height, *applied, *failed), (2, 1, 1));
+        assert!(!events.is_empty(), "the transfer's events");
+    }
+
+    // Block 2 run, then a crash before its Commit: after the restart the
+    // replayed block reaches the hook with the events it had.
+    call(&mut app, request::Value::FinalizeBlock(block(2)));
+    drop(app);
+    let before = seen.lock().unwrap().len();
+    assert_eq!(before, 1);
+    let mut app = hooked(dir.path(), &seen);
+    call(&mut app, request::Value::FinalizeBlock(block(2)));
+    call(&mut app, request::Value::Commit(RequestCommit {}));
+
+    // What a chain that never stopped hands to its hook.
+    let other = tempfile::tempdir().unwrap();
+    let expected = Arc::new(Mutex::new(Vec::new()));
+    let mut app = hooked(other.path(), &expected);
+    call(
+        &mut app,
+        request::Value::InitChain(RequestInitChain {
+            chain_id: CHAIN.into(),
+            app_state_bytes: genesis_json().into_bytes().into(),
+            initial_height: 1,
+            ..Default::default()
+        }),
+    );
+    for height in 1..=2 {
+        call(&mut app, request::Value::FinalizeBlock(block(height)));
+        call(&mut app, request::Value::Commit(RequestCommit {}));
+    }
+    let seen = seen.lock().unwrap();
+    assert_eq!(*seen, *expected.lock().unwrap());
+    assert_eq!(seen[1].0, 3);
 }
