@@ -17,7 +17,13 @@
 //! transaction. After every block the configured duties run ([`duties`]:
 //! the miner-side availability responder and the validator's verification
 //! duty from `r3mes-worker`).
+//!
+//! Under CometBFT ([`abci`]) the keeper is served over ABCI instead; the
+//! node then runs its content store (unpinning what retention released
+//! after each committed block) and metrics, not its mempool, producer,
+//! gRPC or duties.
 
+pub mod abci;
 pub mod admission;
 pub mod config;
 pub mod content;

@@ -3,8 +3,9 @@
 //! admission and challenge counters, and the verification cache's counters
 //! and usage (blocks and bytes fetched for verification, cache hits and
 //! misses, entries and bytes held). Counters are atomics updated by the
-//! producer and admission, the cache's by the verification duty; nothing
-//! here reads the state store.
+//! producer and admission (or, under CometBFT, by the ABCI application's
+//! commit hook: see [`crate::abci`]), the cache's by the verification
+//! duty; nothing here reads the state store.
 
 use std::collections::VecDeque;
 use std::fmt::Write as _;
@@ -92,8 +93,9 @@ impl Metrics {
         rate
     }
 
-    /// The Prometheus text exposition.
-    pub fn render(&self, mempool_size: usize) -> String {
+    /// The Prometheus text exposition; the mempool gauge only with a
+    /// mempool size (a node under CometBFT has no mempool of its own).
+    pub fn render(&self, mempool_size: Option<usize>) -> String {
         let mut out = String::new();
         let mut metric = |name: &str, kind: &str, help: &str, value: String| {
             let _ = writeln!(out, "# HELP {name} {help}");
@@ -107,12 +109,14 @@ impl Metrics {
             "Last committed block height.",
             get(&self.height),
         );
-        metric(
-            "r3mes_mempool_size",
-            "gauge",
-            "Transactions waiting for a block.",
-            mempool_size.to_string(),
-        );
+        if let Some(size) = mempool_size {
+            metric(
+                "r3mes_mempool_size",
+                "gauge",
+                "Transactions waiting for a block.",
+                size.to_string(),
+            );
+        }
         metric(
             "r3mes_tx_per_second",
             "gauge",
@@ -179,17 +183,18 @@ impl Metrics {
     }
 }
 
-/// Serves `GET /metrics` on `listener` until `token` is cancelled.
+/// Serves `GET /metrics` on `listener` until `token` is cancelled, with
+/// the size of `mempool` if the node has one.
 pub async fn serve(
     listener: TcpListener,
     metrics: Arc<Metrics>,
-    mempool: Arc<Mempool>,
+    mempool: Option<Arc<Mempool>>,
     token: CancellationToken,
 ) -> std::io::Result<()> {
     let router = axum::Router::new().route(
         "/metrics",
         axum::routing::get(move || {
-            let body = metrics.render(mempool.len());
+            let body = metrics.render(mempool.as_ref().map(|m| m.len()));
             async move {
                 (
                     [(
@@ -212,10 +217,11 @@ mod tests {
 
     #[test]
     fn the_verification_cache_is_rendered_when_present() {
-        let plain = Metrics::default().render(0);
+        let plain = Metrics::default().render(None);
         assert!(plain.contains("r3mes_height 0\n"));
         assert!(!plain.contains("r3mes_verify_"));
-        let with = Metrics::with_verify_cache(VerifyCache::default()).render(3);
+        assert!(!plain.contains("r3mes_mempool_size"));
+        let with = Metrics::with_verify_cache(VerifyCache::default()).render(Some(3));
         assert!(with.contains("r3mes_mempool_size 3\n"));
         for line in [
             "r3mes_verify_cache_hits_total 0\n",

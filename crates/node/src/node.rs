@@ -82,7 +82,11 @@ pub fn open_keeper(home: &Home) -> Result<Keeper> {
     Ok(keeper)
 }
 
-async fn bind(service: &'static str, addr: SocketAddr) -> Result<(TcpListener, SocketAddr)> {
+/// Binds `addr` for `service`; returns the listener and its bound address.
+pub(crate) async fn bind(
+    service: &'static str,
+    addr: SocketAddr,
+) -> Result<(TcpListener, SocketAddr)> {
     let bind_err = |source| Error::Bind {
         service,
         addr,
@@ -147,7 +151,7 @@ pub async fn start(home: &Home, config: NodeConfig) -> Result<NodeHandle> {
             tokio::spawn({
                 let token = token.clone();
                 async move {
-                    crate::metrics::serve(metrics_listener, metrics, mempool, token)
+                    crate::metrics::serve(metrics_listener, metrics, Some(mempool), token)
                         .await
                         .map_err(|e| Error::Runtime(format!("metrics server: {e}")))
                 }

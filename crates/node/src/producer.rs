@@ -140,32 +140,12 @@ impl Producer {
                 .iter()
                 .map(|e| block_event(out.height, None, e)),
         );
-        for e in events.iter().filter_map(|e| e.event.as_ref()) {
-            match &e.kind {
-                Some(Kind::ChallengeIssued(_)) => {
-                    self.metrics.challenges_issued.fetch_add(1, Relaxed);
-                }
-                Some(Kind::ChallengeClosed(c)) => {
-                    let counter = if c.status == ChallengeStatus::Resolved as i32 {
-                        &self.metrics.challenges_resolved
-                    } else {
-                        &self.metrics.challenges_failed
-                    };
-                    counter.fetch_add(1, Relaxed);
-                }
-                Some(Kind::Unpin(u)) => {
-                    let store = Arc::clone(&self.content);
-                    let metrics = Arc::clone(&self.metrics);
-                    let cid = u.cid.clone();
-                    tokio::spawn(async move {
-                        if crate::content::unpin(&*store, &cid).await {
-                            metrics.unpinned.fetch_add(1, Relaxed);
-                        }
-                    });
-                }
-                _ => {}
-            }
-        }
+        after_commit(
+            events.iter().filter_map(|e| e.event.as_ref()),
+            &self.metrics,
+            &self.content,
+            &tokio::runtime::Handle::current(),
+        );
         if !events.is_empty() {
             // No subscriber is not an error.
             let _ = self.events.send(Arc::new(events));
@@ -198,6 +178,45 @@ impl Producer {
                     ))));
                 }
             }
+        }
+    }
+}
+
+/// What the node does with the events of a durably committed block, made
+/// by the producer or run under CometBFT ([`crate::abci`]): counts
+/// challenges issued and closed, and unpins from `content` each CID an
+/// `EvUnpin` names (retention GC released it), in the background on
+/// `runtime`, counting the pins removed.
+pub fn after_commit<'a>(
+    events: impl IntoIterator<Item = &'a Event>,
+    metrics: &Arc<Metrics>,
+    content: &Arc<dyn ContentStore>,
+    runtime: &tokio::runtime::Handle,
+) {
+    for e in events {
+        match &e.kind {
+            Some(Kind::ChallengeIssued(_)) => {
+                metrics.challenges_issued.fetch_add(1, Relaxed);
+            }
+            Some(Kind::ChallengeClosed(c)) => {
+                let counter = if c.status == ChallengeStatus::Resolved as i32 {
+                    &metrics.challenges_resolved
+                } else {
+                    &metrics.challenges_failed
+                };
+                counter.fetch_add(1, Relaxed);
+            }
+            Some(Kind::Unpin(u)) => {
+                let store = Arc::clone(content);
+                let metrics = Arc::clone(metrics);
+                let cid = u.cid.clone();
+                runtime.spawn(async move {
+                    if crate::content::unpin(&*store, &cid).await {
+                        metrics.unpinned.fetch_add(1, Relaxed);
+                    }
+                });
+            }
+            _ => {}
         }
     }
 }
