@@ -3,7 +3,6 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
@@ -112,7 +111,9 @@ pub struct StartArgs {
     aggregate_lr: f64,
     /// Serve the keeper to CometBFT over ABCI at this address (such as
     /// 127.0.0.1:26658) instead of producing blocks: CometBFT's genesis
-    /// carries the keeper's genesis JSON as `app_state`.
+    /// carries the keeper's genesis JSON as `app_state`. The content store
+    /// (unpinning what retention releases) and metrics run as without it;
+    /// gRPC, the mempool, the duties and the aggregator do not.
     #[arg(long, value_name = "ADDR")]
     abci: Option<SocketAddr>,
     /// Initialise a home that has no config first, with `node init`'s
@@ -174,32 +175,56 @@ fn run_init(args: InitArgs) -> Result<()> {
     Ok(())
 }
 
-/// Serves the home's keeper state to CometBFT until SIGINT or SIGTERM.
-fn run_abci(home: &Home, addr: SocketAddr) -> Result<()> {
-    let data = home.data_dir();
-    std::fs::create_dir_all(&data).with_context(|| format!("creating {}", data.display()))?;
-    let state = r3mes_chain::state::State::open(&home.state_db())
-        .with_context(|| format!("opening {}", home.state_db().display()))?;
-    // The last FinalizeBlock's record, for a crash before its Commit.
-    let journal = data.join("abci-last-block.pb");
-    let app = r3mes_abci::App::with_journal(state, &journal).context("opening the keeper")?;
-    let listener =
-        std::net::TcpListener::bind(addr).with_context(|| format!("binding ABCI on {addr}"))?;
-    let server = r3mes_abci::Server::start(listener, Arc::new(Mutex::new(app)))
-        .context("starting the ABCI server")?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
+/// Serves the home's keeper to CometBFT, with the content store and
+/// metrics of `config` (`r3mes_node::abci`), until SIGINT or SIGTERM.
+fn run_abci(home: &Home, config: &NodeConfig, addr: SocketAddr, args: &StartArgs) -> Result<()> {
+    // These submit transactions through the built-in mempool, which a node
+    // under CometBFT does not run.
+    for (flag, set) in [
+        ("--respond-as", args.respond_as.is_some()),
+        ("--vault", args.vault.is_some()),
+        ("--verify-as", args.verify_as.is_some()),
+        ("--aggregate-as", args.aggregate_as.is_some()),
+    ] {
+        if set {
+            anyhow::bail!(
+                "{flag} is not available with --abci: the node's duties and the aggregator \
+                 submit through the built-in mempool, which does not run under CometBFT"
+            );
+        }
+    }
+    if config.duties.respond_as.is_some() || config.duties.vault.is_some() {
+        eprintln!(
+            "warning: the config's duties (respond_as, vault) do not run under CometBFT (--abci)"
+        );
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    let mut signals = {
-        let _entered = runtime.enter();
-        ShutdownSignals::install()?
-    };
-    println!("ABCI listening on {}", server.local_addr());
-    let reason = runtime.block_on(signals.recv());
-    eprintln!("stopping the ABCI server ({reason})");
-    server.stop();
-    Ok(())
+    runtime.block_on(async {
+        let mut signals = ShutdownSignals::install()?;
+        let node = r3mes_node::abci::start(home, config, addr)
+            .await
+            .context("starting the node under CometBFT")?;
+        // One line a supervisor (or a test) can read for the bound ports.
+        let ipfs = node
+            .ipfs_api_url()
+            .map(|url| format!(" ipfs-api {url}"))
+            .unwrap_or_default();
+        println!(
+            "node started: ABCI {} metrics http://{}/metrics{ipfs}",
+            node.abci_addr(),
+            node.metrics_addr()
+        );
+        let reason = tokio::select! {
+            name = signals.recv() => name,
+            () = node.stopped() => "a fatal error",
+        };
+        eprintln!("stopping the ABCI server ({reason})");
+        node.shutdown().await.context("stopping the node")?;
+        anyhow::Ok(())
+    })
 }
 
 fn run_start(args: StartArgs) -> Result<()> {
@@ -244,7 +269,7 @@ fn run_start(args: StartArgs) -> Result<()> {
         config.metrics_addr = addr;
     }
     if let Some(addr) = args.abci {
-        return run_abci(&home, addr);
+        return run_abci(&home, &config, addr, &args);
     }
     if args.respond_as.is_some() {
         config.duties.respond_as = args.respond_as;

@@ -1,6 +1,7 @@
 //! The `r3mes node init`, `r3mes node start` and `r3mes keys` command
 //! contract, run as a user runs them: output, exit codes, file modes, clear
-//! errors, a clean stop on SIGINT; and a smoke run of `r3mes bench submit`.
+//! errors, a clean stop on SIGINT (also under CometBFT, `--abci`); and a
+//! smoke run of `r3mes bench submit`.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -219,6 +220,72 @@ fn start_stops_cleanly_on_sigint() {
         .args(["-INT", &again.id().to_string()])
         .status();
     assert!(again.wait().expect("wait").success());
+}
+
+#[test]
+fn start_with_abci_serves_metrics_refuses_duties_and_stops_on_sigint() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let h = dir.path();
+    init_ephemeral(h, 100);
+    fails(
+        r3mes(
+            &[
+                "node",
+                "start",
+                "--abci",
+                "127.0.0.1:0",
+                "--respond-as",
+                "dev1",
+            ],
+            h,
+        ),
+        "--respond-as is not available with --abci",
+    );
+    let mut child = Command::new(env!("CARGO_BIN_EXE_r3mes"))
+        .args(["node", "start", "--abci", "127.0.0.1:0"])
+        .env("R3MES_HOME", h)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut line = String::new();
+    let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+    stdout.read_line(&mut line).expect("read");
+    assert!(
+        line.starts_with("node started: ABCI 127.0.0.1:"),
+        "{line:?}"
+    );
+    let metrics = line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("http://"))
+        .and_then(|w| w.strip_suffix("/metrics"))
+        .expect("the metrics address");
+    // No block yet (CometBFT has not called): height 0.
+    let mut conn = std::net::TcpStream::connect(metrics).expect("connect");
+    conn.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .expect("write");
+    let mut body = String::new();
+    conn.read_to_string(&mut body).expect("read");
+    assert!(body.contains("r3mes_height 0\n"), "{body}");
+    let int = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(int.success());
+    let status = child.wait().expect("wait");
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut stderr)
+        .expect("read stderr");
+    assert!(status.success(), "SIGINT exit: {status:?}: {stderr}");
+    assert!(
+        stderr.contains("stopping the ABCI server (SIGINT)"),
+        "{stderr}"
+    );
 }
 
 #[test]
