@@ -307,6 +307,49 @@ fn every_message_has_a_tx_command_and_its_effect_can_be_queried() {
         ipfs,
     ])));
     let gradient = submitted["ipfs_hash"].as_str().unwrap().to_owned();
+    // The stored record, and the listings by round and by miner.
+    let stored = query(&["gradient", &gradient]);
+    assert_eq!(stored["miner"], dev1.as_str(), "{stored}");
+    assert_eq!(stored["ipfs_hash"], gradient.as_str());
+    let round = assignment["round_id"].to_string();
+    for listing in [
+        query(&["gradients", "--round", &round]),
+        query(&["gradients", "--round", &round, "--miner", &dev1]),
+        query(&["gradients", "--miner", &dev1]),
+    ] {
+        let cids: Vec<_> = listing
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|g| g["ipfs_hash"].clone())
+            .collect();
+        assert_eq!(cids, vec![serde_json::json!(gradient)], "{listing}");
+    }
+    // A challenge on it is listed as open for dev1 until answered.
+    let issued = json(&ok(tx(&[
+        "issue-challenge",
+        "--from",
+        "validator",
+        "--kind",
+        "gradient",
+        &gradient,
+    ])));
+    let challenge = issued["result"].as_str().unwrap().to_owned();
+    let open = query(&["challenges", "--target", &dev1, "--status", "open"]);
+    let open = open.as_array().unwrap();
+    assert_eq!(open.len(), 1, "{open:?}");
+    assert_eq!(open[0]["challenge_id"], challenge.as_str());
+    assert_eq!(open[0]["ipfs_hash"], gradient.as_str());
+    ok(tx(&[
+        "respond-challenge",
+        "--from",
+        "dev1",
+        &challenge,
+        "--api",
+        ipfs,
+    ]));
+    let open = query(&["challenges", "--target", &dev1]);
+    assert_eq!(open, serde_json::json!([]), "{open}");
     let vault = home.join("vault.json");
     ok(r3mes(home)
         .args(["vault", "new", &gradient_file, "--out"])
