@@ -19,7 +19,7 @@
 
 use crate::accounts::{Store, StoreRead, get_account, mint, set_account};
 use crate::crypto::Address;
-use crate::exec::{Ctx, Events, emit, parse_cid, stored_address};
+use crate::exec::{Ctx, Events, cid_text, emit, parse_cid, stored_address};
 use crate::proto::{
     ChallengeKind, EvPin, MsgClaimPinRewards, MsgRegisterPin, PinningIncentive, event,
 };
@@ -98,15 +98,7 @@ pub fn register(
     let mut id = cid_bytes;
     id.extend_from_slice(pinner.as_bytes());
     schedule_expiry(store, msg.expiry_height, ExpiryKind::Pin, &id)?;
-    emit(
-        events,
-        event::Kind::Pin(EvPin {
-            content_hash: cid.to_string(),
-            pinner: pinner.to_string(),
-            action: "registered".into(),
-            amount: stake.to_string(),
-        }),
-    );
+    pin_event(events, cid.to_string(), pinner, "registered", stake);
     Ok(())
 }
 
@@ -137,14 +129,12 @@ pub fn pay_rewards(
         .checked_add(amount)
         .ok_or(Error::AmountOverflow)?;
     pin.rewards_paid = paid.to_string();
-    emit(
+    pin_event(
         events,
-        event::Kind::Pin(EvPin {
-            content_hash: crate::exec::cid_text(&pin.content_hash),
-            pinner: pinner.to_string(),
-            action: "reward".into(),
-            amount: amount.to_string(),
-        }),
+        cid_text(&pin.content_hash),
+        pinner,
+        "reward",
+        amount,
     );
     Ok(amount)
 }
@@ -159,15 +149,8 @@ pub fn forfeit_rewards(
 ) -> u128 {
     let amount = settle_accrued(height, pin);
     if amount > 0 {
-        emit(
-            events,
-            event::Kind::Pin(EvPin {
-                content_hash: crate::exec::cid_text(&pin.content_hash),
-                pinner: pinner.to_string(),
-                action: "rewards_forfeited".into(),
-                amount: amount.to_string(),
-            }),
-        );
+        let content = cid_text(&pin.content_hash);
+        pin_event(events, content, pinner, "rewards_forfeited", amount);
     }
     amount
 }
@@ -223,16 +206,28 @@ pub fn expire(
     set_account(store, &pinner, &acc);
     store.delete(key.as_bytes());
     store.delete(owner_key(&pinner, ExpiryKind::Pin, cid_bytes).as_bytes());
+    pin_event(events, cid_text(cid_bytes), &pinner, "expired", stake);
+    Ok(true)
+}
+
+/// Emits `EvPin` with `action` and `amount` for `pinner`'s pin of
+/// `content_hash`.
+fn pin_event(
+    events: &mut Events,
+    content_hash: String,
+    pinner: &Address,
+    action: &str,
+    amount: u128,
+) {
     emit(
         events,
         event::Kind::Pin(EvPin {
-            content_hash: crate::exec::cid_text(cid_bytes),
+            content_hash,
             pinner: pinner.to_string(),
-            action: "expired".into(),
-            amount: stake.to_string(),
+            action: action.into(),
+            amount: amount.to_string(),
         }),
     );
-    Ok(true)
 }
 
 /// The latest deadline of the pending challenges on `pinner`'s pin of
