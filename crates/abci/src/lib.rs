@@ -12,9 +12,12 @@
 //! - [`app`]: requests mapped onto the keeper (heights, hashes, errors);
 //! - [`journal`]: the durable record of the last `FinalizeBlock`, for
 //!   crashes between `FinalizeBlock` and `Commit`;
-//! - [`server`]: the TCP server, one thread per CometBFT connection.
+//! - [`server`]: the TCP server, one thread per CometBFT connection;
+//! - [`client`]: a blocking client of the socket protocol, for tools and
+//!   tests that drive an application the way CometBFT does.
 
 pub mod app;
+pub mod client;
 pub mod codec;
 pub mod journal;
 pub mod server;
