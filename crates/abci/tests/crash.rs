@@ -5,125 +5,71 @@
 //! the keeper already ran and must get the identical response, and the
 //! chain goes on with the same app hashes as one that never stopped.
 
-use std::net::{TcpListener, TcpStream};
+mod common;
+
 use std::path::Path;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
-use r3mes_abci::codec::{MAX_MESSAGE_BYTES, read_message, write_message};
+use r3mes_abci::client::{self, Client};
 use r3mes_abci::journal::{Journal, LastBlock};
 use r3mes_abci::{App, Server};
-use r3mes_chain::genesis::{GenesisAccount, GenesisFile};
 use r3mes_chain::params::Params;
-use r3mes_chain::proto::{MsgSend, TxBody, tx_body};
 use r3mes_chain::state::State;
-use r3mes_chain::{Address, SecretKey, SignedTx};
 use tendermint_proto::v0_38::abci::{
-    Request, RequestCommit, RequestFinalizeBlock, RequestInfo, RequestInitChain, Response,
-    ResponseFinalizeBlock, request, response,
+    Request, RequestCommit, RequestFinalizeBlock, RequestInfo, ResponseFinalizeBlock, request,
+    response,
 };
 
-const CHAIN: &str = "r3mes-abci-crash";
+use common::{TestChain, block_hash, open_state, serve};
 
-fn key(i: u32) -> SecretKey {
-    let mut bytes = [0u8; 32];
-    bytes[..4].copy_from_slice(&i.to_be_bytes());
-    bytes[31] = 3;
-    SecretKey::from_bytes(&bytes).expect("valid test key")
-}
-
-fn addr(i: u32) -> Address {
-    key(i).public_key().address()
-}
-
-fn genesis_json() -> String {
-    let file = GenesisFile {
-        chain_id: CHAIN.into(),
-        genesis_time_ms: 1_700_000_000_000,
+fn chain() -> TestChain {
+    TestChain {
+        id: "r3mes-abci-crash",
+        key_tag: 3,
+        accounts: 2,
+        balance: "1000000",
+        stake: "1000",
         params: Params::default(),
-        accounts: (1..=2)
-            .map(|i| GenesisAccount {
-                address: addr(i).to_string(),
-                balance: "1000000".into(),
-                stake: "1000".into(),
-            })
-            .collect(),
-        validators: vec![addr(1).to_string()],
-    };
-    serde_json::to_string(&file).expect("genesis JSON")
+    }
 }
 
 /// CometBFT block `height`: a transfer of account 1 (sequence `height -
 /// 1`) and one that fails, with a hash standing for CometBFT's.
 fn block(height: i64) -> RequestFinalizeBlock {
     let time = 1_700_000_000_000 + (height + 1) * 1000;
-    let send = |amount: u64, seq: u64| {
-        let body = TxBody {
-            msg: Some(tx_body::Msg::Send(MsgSend {
-                from: addr(1).to_string(),
-                to: addr(2).to_string(),
-                amount_low: amount,
-                amount_high: 0,
-            })),
-        };
-        SignedTx::sign(body, &key(1), seq, CHAIN, time)
-            .expect("sign")
-            .encode()
-    };
     let seq = u64::try_from(height - 1).expect("height");
+    let chain = chain();
     RequestFinalizeBlock {
-        txs: vec![send(5, seq).into(), send(u64::MAX, seq + 1).into()],
-        hash: r3mes_chain::crypto::sha256(&height.to_be_bytes())
-            .to_vec()
-            .into(),
+        txs: vec![
+            chain.send(1, 2, 5, seq, time).into(),
+            chain.send(1, 2, u64::MAX, seq + 1, time).into(),
+        ],
+        hash: block_hash(height).into(),
         height,
         ..Default::default()
     }
 }
 
-struct Client(TcpStream);
+/// The last committed height and app hash, by `Info`.
+fn info(c: &mut Client) -> (i64, Vec<u8>) {
+    let i = c.info(RequestInfo::default()).expect("Info");
+    (i.last_block_height, i.last_block_app_hash.to_vec())
+}
 
-impl Client {
-    fn call(&mut self, value: request::Value) -> response::Value {
-        write_message(&mut self.0, &Request { value: Some(value) }).expect("write a request");
-        let resp: Response = read_message(&mut self.0, MAX_MESSAGE_BYTES)
-            .expect("read a response")
-            .expect("a response");
-        resp.value.expect("a response value")
-    }
+/// The genesis app hash, by `InitChain`.
+fn init(c: &mut Client) -> Vec<u8> {
+    c.init_chain(chain().init_chain())
+        .expect("InitChain")
+        .app_hash
+        .to_vec()
+}
 
-    fn info(&mut self) -> (i64, Vec<u8>) {
-        match self.call(request::Value::Info(RequestInfo::default())) {
-            response::Value::Info(i) => (i.last_block_height, i.last_block_app_hash.to_vec()),
-            other => panic!("unexpected {other:?}"),
-        }
-    }
+fn finalize(c: &mut Client, height: i64) -> ResponseFinalizeBlock {
+    c.finalize_block(block(height)).expect("FinalizeBlock")
+}
 
-    fn init(&mut self) -> Vec<u8> {
-        match self.call(request::Value::InitChain(RequestInitChain {
-            chain_id: CHAIN.into(),
-            app_state_bytes: genesis_json().into_bytes().into(),
-            initial_height: 1,
-            ..Default::default()
-        })) {
-            response::Value::InitChain(r) => r.app_hash.to_vec(),
-            other => panic!("unexpected {other:?}"),
-        }
-    }
-
-    fn finalize(&mut self, height: i64) -> ResponseFinalizeBlock {
-        match self.call(request::Value::FinalizeBlock(block(height))) {
-            response::Value::FinalizeBlock(r) => r,
-            other => panic!("unexpected {other:?}"),
-        }
-    }
-
-    fn commit(&mut self) {
-        assert!(matches!(
-            self.call(request::Value::Commit(RequestCommit {})),
-            response::Value::Commit(_)
-        ));
-    }
+fn commit(c: &mut Client) {
+    c.commit().expect("Commit");
 }
 
 /// A node's home: the keeper's store and the FinalizeBlock record.
@@ -137,24 +83,10 @@ impl Home<'_> {
     /// Serves the home; waits (up to 5 s) for a previous server's
     /// connection threads to let go of the store.
     fn start(&self) -> (Server, Client) {
-        let mut tries = 0;
-        let state = loop {
-            match State::open(&self.0.join("state.redb")) {
-                Ok(state) => break state,
-                Err(r3mes_chain::Error::StateLocked { .. }) if tries < 100 => {
-                    tries += 1;
-                    std::thread::sleep(Duration::from_millis(50));
-                }
-                Err(e) => panic!("{e}"),
-            }
-        };
+        let state = open_state(&self.0.join("state.redb"));
         let app = App::with_journal(state, &self.journal()).expect("open the app");
-        let server = Server::start(
-            TcpListener::bind("127.0.0.1:0").expect("bind"),
-            Arc::new(Mutex::new(app)),
-        )
-        .expect("start");
-        let client = Client(TcpStream::connect(server.local_addr()).expect("connect"));
+        let server = serve(app);
+        let client = Client::connect(server.local_addr()).expect("connect");
         (server, client)
     }
 }
@@ -168,28 +100,18 @@ fn crash(server: Server, client: Client) {
 /// A chain that never stops, for the expected responses.
 fn uninterrupted(blocks: i64) -> Vec<ResponseFinalizeBlock> {
     let mut app = App::new(State::in_memory().expect("state")).expect("app");
-    let mut call = |value| {
-        app.handle(Request { value: Some(value) })
-            .value
-            .expect("a response value")
-    };
     assert!(matches!(
-        call(request::Value::InitChain(RequestInitChain {
-            chain_id: CHAIN.into(),
-            app_state_bytes: genesis_json().into_bytes().into(),
-            initial_height: 1,
-            ..Default::default()
-        })),
+        call(&mut app, request::Value::InitChain(chain().init_chain())),
         response::Value::InitChain(_)
     ));
     (1..=blocks)
         .map(|h| {
-            let r = match call(request::Value::FinalizeBlock(block(h))) {
+            let r = match call(&mut app, request::Value::FinalizeBlock(block(h))) {
                 response::Value::FinalizeBlock(r) => r,
                 other => panic!("unexpected {other:?}"),
             };
             assert!(matches!(
-                call(request::Value::Commit(RequestCommit {})),
+                call(&mut app, request::Value::Commit(RequestCommit {})),
                 response::Value::Commit(_)
             ));
             r
@@ -204,37 +126,37 @@ fn a_block_finalized_but_not_committed_is_replayed_after_a_restart() {
     let home = Home(dir.path());
 
     let (server, mut c) = home.start();
-    let genesis_hash = c.init();
-    assert_eq!(c.finalize(1), expected[0]);
-    c.commit();
-    assert_eq!(c.info(), (1, expected[0].app_hash.to_vec()));
-    assert_eq!(c.finalize(2), expected[1]);
+    let genesis_hash = init(&mut c);
+    assert_eq!(finalize(&mut c, 1), expected[0]);
+    commit(&mut c);
+    assert_eq!(info(&mut c), (1, expected[0].app_hash.to_vec()));
+    assert_eq!(finalize(&mut c, 2), expected[1]);
     // Between FinalizeBlock and Commit, Info still reports block 1.
-    assert_eq!(c.info(), (1, expected[0].app_hash.to_vec()));
+    assert_eq!(info(&mut c), (1, expected[0].app_hash.to_vec()));
     crash(server, c);
 
     // After the restart: block 1 is the last committed; the replayed
     // block 2 gets the identical response (app hash included) although the
     // keeper ran it before the crash.
     let (server, mut c) = home.start();
-    assert_eq!(c.info(), (1, expected[0].app_hash.to_vec()));
-    assert_eq!(c.finalize(2), expected[1]);
+    assert_eq!(info(&mut c), (1, expected[0].app_hash.to_vec()));
+    assert_eq!(finalize(&mut c, 2), expected[1]);
     // The replay must be the same block.
     let mut other = block(2);
     other.hash = vec![9; 32].into();
-    match c.call(request::Value::FinalizeBlock(other)) {
-        response::Value::Exception(e) => assert!(e.error.contains("another block hash"), "{e:?}"),
+    match c.finalize_block(other) {
+        Err(client::Error::Exception(e)) => assert!(e.contains("another block hash"), "{e:?}"),
         other => panic!("unexpected {other:?}"),
     }
-    c.commit();
-    assert_eq!(c.info(), (2, expected[1].app_hash.to_vec()));
+    commit(&mut c);
+    assert_eq!(info(&mut c), (2, expected[1].app_hash.to_vec()));
     crash(server, c);
 
     // Committed before the restart: reported as such.
     let (server, mut c) = home.start();
-    assert_eq!(c.info(), (2, expected[1].app_hash.to_vec()));
-    assert_eq!(c.finalize(3), expected[2]);
-    c.commit();
+    assert_eq!(info(&mut c), (2, expected[1].app_hash.to_vec()));
+    assert_eq!(finalize(&mut c, 3), expected[2]);
+    commit(&mut c);
     crash(server, c);
 
     // A record written ahead of a keeper commit that never happened (the
@@ -250,10 +172,10 @@ fn a_block_finalized_but_not_committed_is_replayed_after_a_restart() {
         })
         .unwrap();
     let (server, mut c) = home.start();
-    assert_eq!(c.info(), (3, expected[2].app_hash.to_vec()));
-    assert_eq!(c.finalize(4), expected[3]);
-    c.commit();
-    assert_eq!(c.info(), (4, expected[3].app_hash.to_vec()));
+    assert_eq!(info(&mut c), (3, expected[2].app_hash.to_vec()));
+    assert_eq!(finalize(&mut c, 4), expected[3]);
+    commit(&mut c);
+    assert_eq!(info(&mut c), (4, expected[3].app_hash.to_vec()));
     crash(server, c);
 
     // A record from the future does not fit the keeper: refused.
@@ -278,30 +200,25 @@ fn block_1_finalized_but_not_committed_goes_back_through_init_chain() {
     let home = Home(dir.path());
 
     let (server, mut c) = home.start();
-    let genesis_hash = c.init();
-    assert_eq!(c.finalize(1), expected[0]);
+    let genesis_hash = init(&mut c);
+    assert_eq!(finalize(&mut c, 1), expected[0]);
     crash(server, c);
 
     // Info reports height 0, so CometBFT sends InitChain again: the
     // genesis app hash, then the replay of block 1.
     let (server, mut c) = home.start();
-    assert_eq!(c.info(), (0, Vec::new()));
-    assert_eq!(c.init(), genesis_hash);
-    assert_eq!(c.finalize(1), expected[0]);
-    c.commit();
-    assert_eq!(c.info(), (1, expected[0].app_hash.to_vec()));
+    assert_eq!(info(&mut c), (0, Vec::new()));
+    assert_eq!(init(&mut c), genesis_hash);
+    assert_eq!(finalize(&mut c, 1), expected[0]);
+    commit(&mut c);
+    assert_eq!(info(&mut c), (1, expected[0].app_hash.to_vec()));
     // Once block 1 is committed, InitChain is refused.
-    match c.call(request::Value::InitChain(RequestInitChain {
-        chain_id: CHAIN.into(),
-        app_state_bytes: genesis_json().into_bytes().into(),
-        initial_height: 1,
-        ..Default::default()
-    })) {
-        response::Value::Exception(e) => assert!(e.error.contains("already has blocks"), "{e:?}"),
+    match c.init_chain(chain().init_chain()) {
+        Err(client::Error::Exception(e)) => assert!(e.contains("already has blocks"), "{e:?}"),
         other => panic!("unexpected {other:?}"),
     }
-    assert_eq!(c.finalize(2), expected[1]);
-    c.commit();
+    assert_eq!(finalize(&mut c, 2), expected[1]);
+    commit(&mut c);
     crash(server, c);
 }
 
@@ -334,15 +251,7 @@ fn the_commit_hook_sees_each_block_once_after_its_commit_also_after_a_replay() {
     let dir = tempfile::tempdir().unwrap();
     let seen = Arc::new(Mutex::new(Vec::new()));
     let mut app = hooked(dir.path(), &seen);
-    call(
-        &mut app,
-        request::Value::InitChain(RequestInitChain {
-            chain_id: CHAIN.into(),
-            app_state_bytes: genesis_json().into_bytes().into(),
-            initial_height: 1,
-            ..Default::default()
-        }),
-    );
+    call(&mut app, request::Value::InitChain(chain().init_chain()));
     call(&mut app, request::Value::FinalizeBlock(block(1)));
     assert!(seen.lock().unwrap().is_empty(), "called before Commit");
     call(&mut app, request::Value::Commit(RequestCommit {}));
@@ -369,15 +278,7 @@ fn the_commit_hook_sees_each_block_once_after_its_commit_also_after_a_replay() {
     let other = tempfile::tempdir().unwrap();
     let expected = Arc::new(Mutex::new(Vec::new()));
     let mut app = hooked(other.path(), &expected);
-    call(
-        &mut app,
-        request::Value::InitChain(RequestInitChain {
-            chain_id: CHAIN.into(),
-            app_state_bytes: genesis_json().into_bytes().into(),
-            initial_height: 1,
-            ..Default::default()
-        }),
-    );
+    call(&mut app, request::Value::InitChain(chain().init_chain()));
     for height in 1..=2 {
         call(&mut app, request::Value::FinalizeBlock(block(height)));
         call(&mut app, request::Value::Commit(RequestCommit {}));

@@ -5,14 +5,14 @@
 //! and the server keeps serving the well-behaved connections throughout.
 
 use std::io::{Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
+use std::net::{Shutdown, TcpListener};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use r3mes_abci::codec::{read_message, write_message};
+use r3mes_abci::client::Client;
 use r3mes_abci::{App, Limits, Server};
 use r3mes_chain::state::State;
-use tendermint_proto::v0_38::abci::{Request, RequestEcho, Response, request, response};
+use tendermint_proto::v0_38::abci::response;
 
 const MAX: u64 = 1 << 20;
 
@@ -29,31 +29,21 @@ fn start(max_connections: usize) -> Server {
     .expect("start")
 }
 
-fn connect(server: &Server) -> TcpStream {
-    let s = TcpStream::connect(server.local_addr()).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(10)))
+fn connect(server: &Server) -> Client {
+    let mut c = Client::connect(server.local_addr()).expect("connect");
+    c.set_timeout(Some(Duration::from_secs(10)))
         .expect("timeout");
-    s
+    c.set_max_message_bytes(MAX);
+    c
 }
 
-fn read(stream: &mut TcpStream) -> Option<response::Value> {
-    read_message::<Response>(stream, MAX)
-        .ok()
-        .flatten()
-        .and_then(|r| r.value)
+fn read(client: &mut Client) -> Option<response::Value> {
+    client.receive().ok().and_then(|r| r.value)
 }
 
 /// Sends an Echo; whether the answer came.
-fn echo(stream: &mut TcpStream, message: &str) -> bool {
-    let req = Request {
-        value: Some(request::Value::Echo(RequestEcho {
-            message: message.into(),
-        })),
-    };
-    if write_message(stream, &req).is_err() {
-        return false;
-    }
-    matches!(read(stream), Some(response::Value::Echo(e)) if e.message == message)
+fn echo(client: &mut Client, message: &str) -> bool {
+    matches!(client.echo(message), Ok(e) if e.message == message)
 }
 
 fn exception(value: Option<response::Value>) -> String {
@@ -63,10 +53,10 @@ fn exception(value: Option<response::Value>) -> String {
     }
 }
 
-/// Whether the peer closed `stream` (end of stream or reset).
-fn closed(stream: &mut TcpStream) -> bool {
+/// Whether the peer closed `client`'s connection (end of stream or reset).
+fn closed(client: &Client) -> bool {
     let mut byte = [0u8; 1];
-    matches!(stream.read(&mut byte), Ok(0) | Err(_))
+    matches!(client.stream().read(&mut byte), Ok(0) | Err(_))
 }
 
 #[test]
@@ -77,20 +67,23 @@ fn hostile_length_prefixes_are_answered_and_others_carry_on() {
 
     // Over the limit (2^62 bytes announced): an exception, then the end.
     let mut vast = connect(&server);
-    vast.write_all(&[0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x40])
+    vast.stream()
+        .write_all(&[0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x40])
         .unwrap();
     let error = exception(read(&mut vast));
     assert!(error.contains("exceeds"), "{error}");
-    assert!(closed(&mut vast));
+    assert!(closed(&vast));
     assert!(echo(&mut good, "after a vast prefix"));
 
     // Within the limit, but only a few bytes come: the connection waits
     // for them (holding what arrived, not the announced megabyte) while
     // the others are served; when the peer stops sending, an exception.
     let mut slow = connect(&server);
-    slow.write_all(&[0x80, 0x80, 0x40, 1, 2, 3]).unwrap();
+    slow.stream()
+        .write_all(&[0x80, 0x80, 0x40, 1, 2, 3])
+        .unwrap();
     assert!(echo(&mut good, "while a frame is incomplete"));
-    slow.shutdown(Shutdown::Write).unwrap();
+    slow.stream().shutdown(Shutdown::Write).unwrap();
     let error = exception(read(&mut slow));
     assert!(error.contains("ended inside a message"), "{error}");
     assert!(echo(&mut good, "after an incomplete frame"));
@@ -100,14 +93,14 @@ fn hostile_length_prefixes_are_answered_and_others_carry_on() {
 fn connections_past_the_limit_are_refused_until_one_closes() {
     let server = start(4);
     // CometBFT's four: consensus, mempool, info, snapshot.
-    let mut four: Vec<TcpStream> = (0..4).map(|_| connect(&server)).collect();
+    let mut four: Vec<Client> = (0..4).map(|_| connect(&server)).collect();
     for (i, s) in four.iter_mut().enumerate() {
         assert!(echo(s, &format!("connection {i}")));
     }
     let mut fifth = connect(&server);
     let error = exception(read(&mut fifth));
     assert!(error.contains("too many ABCI connections"), "{error}");
-    assert!(closed(&mut fifth));
+    assert!(closed(&fifth));
     for s in &mut four {
         assert!(echo(s, "still served"));
     }

@@ -27,26 +27,27 @@
 //! transactions the keeper rejects (a transfer beyond the balance and a
 //! gradient over a CID already stored).
 
-use std::net::{TcpListener, TcpStream};
+mod common;
+
+use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
 
-use r3mes_abci::codec::{MAX_MESSAGE_BYTES, read_message, write_message};
+use r3mes_abci::client::Client;
 use r3mes_abci::{App, Server};
 use r3mes_chain::crypto::sha256;
 use r3mes_chain::genesis::{Genesis, GenesisAccount, GenesisFile};
 use r3mes_chain::gradients::solve_pow;
 use r3mes_chain::params::Params;
-use r3mes_chain::proto::{
-    ChunkData, GradientMetadata, MsgSend, MsgSubmitGradient, TxBody, event, tx_body,
-};
+use r3mes_chain::proto::{ChunkData, GradientMetadata, MsgSend, MsgSubmitGradient, event, tx_body};
 use r3mes_chain::state::State;
 use r3mes_chain::{Address, Keeper, SecretKey, SignedTx, queries, rounds};
 use r3mes_node::producer::{block_hash, execute};
 use tendermint_proto::v0_38::abci::{
-    Request, RequestCheckTx, RequestCommit, RequestFinalizeBlock, RequestInfo, RequestInitChain,
-    RequestPrepareProposal, RequestProcessProposal, RequestQuery, Response, ResponseFinalizeBlock,
-    request, response,
+    RequestCheckTx, RequestFinalizeBlock, RequestInfo, RequestPrepareProposal,
+    RequestProcessProposal, RequestQuery,
 };
+
+use common::abci::{init_chain, sign_next};
 
 const CHAIN: &str = "r3mes-abci-producer";
 /// Account 1 is the validator and sends funds; 2..=MINERS+1 mine.
@@ -99,12 +100,7 @@ fn gradient_cid(n: u64) -> cid::Cid {
 }
 
 fn sign(keeper: &Keeper, signer: u32, seq: u64, msg: tx_body::Msg) -> Vec<u8> {
-    let time = keeper
-        .block_time_ms(keeper.height().expect("height") + 1)
-        .expect("block time");
-    SignedTx::sign(TxBody { msg: Some(msg) }, &key(signer), seq, CHAIN, time)
-        .expect("sign")
-        .encode()
+    sign_next(keeper, CHAIN, &key(signer), seq, msg)
 }
 
 /// A valid submission of `cid` by miner `i` in `round` (its shard, solved
@@ -149,44 +145,22 @@ fn send_msg(from: u32, to: u32, amount: u64) -> tx_body::Msg {
     })
 }
 
-/// One CometBFT connection.
-struct Client(TcpStream);
+/// The last committed height and app hash, by `Info`.
+fn info(c: &mut Client) -> (i64, Vec<u8>) {
+    let i = c.info(RequestInfo::default()).expect("Info");
+    (i.last_block_height, i.last_block_app_hash.to_vec())
+}
 
-impl Client {
-    fn call(&mut self, value: request::Value) -> response::Value {
-        write_message(&mut self.0, &Request { value: Some(value) }).expect("write a request");
-        let resp: Response = read_message(&mut self.0, MAX_MESSAGE_BYTES)
-            .expect("read a response")
-            .expect("a response");
-        resp.value.expect("a response value")
-    }
-
-    fn finalize(&mut self, req: RequestFinalizeBlock) -> ResponseFinalizeBlock {
-        match self.call(request::Value::FinalizeBlock(req)) {
-            response::Value::FinalizeBlock(r) => r,
-            other => panic!("unexpected {other:?}"),
-        }
-    }
-
-    fn info(&mut self) -> (i64, Vec<u8>) {
-        match self.call(request::Value::Info(RequestInfo::default())) {
-            response::Value::Info(i) => (i.last_block_height, i.last_block_app_hash.to_vec()),
-            other => panic!("unexpected {other:?}"),
-        }
-    }
-
-    fn query(&mut self, path: &str) -> Vec<u8> {
-        match self.call(request::Value::Query(RequestQuery {
+/// The value of a `Query` of `path`, which must succeed.
+fn query(c: &mut Client, path: &str) -> Vec<u8> {
+    let q = c
+        .query(RequestQuery {
             path: path.into(),
             ..Default::default()
-        })) {
-            response::Value::Query(q) => {
-                assert_eq!(q.code, 0, "{path}: {}", q.log);
-                q.value.to_vec()
-            }
-            other => panic!("unexpected {other:?}"),
-        }
-    }
+        })
+        .expect("Query");
+    assert_eq!(q.code, 0, "{path}: {}", q.log);
+    q.value.to_vec()
 }
 
 /// One block's transactions, built over the reference's committed state:
@@ -250,21 +224,11 @@ fn abci_and_the_producer_agree_on_every_block() {
     )
     .unwrap();
     // CometBFT's consensus, mempool and query connections.
-    let connect = || Client(TcpStream::connect(server.local_addr()).unwrap());
-    let (mut consensus, mut mempool, mut query) = (connect(), connect(), connect());
+    let connect = || Client::connect(server.local_addr()).unwrap();
+    let (mut consensus, mut mempool, mut querier) = (connect(), connect(), connect());
 
-    assert_eq!(query.info(), (0, Vec::new()));
-    match consensus.call(request::Value::InitChain(RequestInitChain {
-        chain_id: CHAIN.into(),
-        app_state_bytes: genesis_json().into_bytes().into(),
-        initial_height: 1,
-        ..Default::default()
-    })) {
-        response::Value::InitChain(r) => {
-            assert_eq!(r.app_hash.to_vec(), reference.app_hash().unwrap().to_vec());
-        }
-        other => panic!("unexpected {other:?}"),
-    }
+    assert_eq!(info(&mut querier), (0, Vec::new()));
+    init_chain(&mut consensus, CHAIN, &genesis_json(), &reference);
 
     let (mut next_cid, mut last_cid) = (0u64, None);
     let mut seen = std::collections::HashSet::new();
@@ -272,13 +236,13 @@ fn abci_and_the_producer_agree_on_every_block() {
     for height in 1..=BLOCKS {
         let (txs, valid) = block_txs(&reference, &mut next_cid, &mut last_cid);
         for tx in &txs[..valid] {
-            match mempool.call(request::Value::CheckTx(RequestCheckTx {
-                tx: tx.clone().into(),
-                ..Default::default()
-            })) {
-                response::Value::CheckTx(r) => assert_eq!(r.code, 0, "{}", r.log),
-                other => panic!("unexpected {other:?}"),
-            }
+            let r = mempool
+                .check_tx(RequestCheckTx {
+                    tx: tx.clone().into(),
+                    ..Default::default()
+                })
+                .unwrap();
+            assert_eq!(r.code, 0, "{}", r.log);
         }
 
         // The producer's block.
@@ -295,36 +259,34 @@ fn abci_and_the_producer_agree_on_every_block() {
 
         // The same block through CometBFT's requests, with the producer's
         // hash as the block hash (see the module docs).
-        let proposed =
-            match consensus.call(request::Value::PrepareProposal(RequestPrepareProposal {
+        let proposed = consensus
+            .prepare_proposal(RequestPrepareProposal {
                 max_tx_bytes: 1 << 20,
                 txs: txs.iter().cloned().map(Into::into).collect(),
                 height,
                 ..Default::default()
-            })) {
-                response::Value::PrepareProposal(r) => r.txs,
-                other => panic!("unexpected {other:?}"),
-            };
+            })
+            .unwrap()
+            .txs;
         assert_eq!(proposed.len(), txs.len());
-        match consensus.call(request::Value::ProcessProposal(RequestProcessProposal {
-            txs: proposed.clone(),
-            hash: hash.to_vec().into(),
-            height,
-            ..Default::default()
-        })) {
-            response::Value::ProcessProposal(r) => assert_eq!(r.status, 1),
-            other => panic!("unexpected {other:?}"),
-        }
-        let result = consensus.finalize(RequestFinalizeBlock {
-            txs: proposed,
-            hash: hash.to_vec().into(),
-            height,
-            ..Default::default()
-        });
-        assert!(matches!(
-            consensus.call(request::Value::Commit(RequestCommit {})),
-            response::Value::Commit(_)
-        ));
+        let r = consensus
+            .process_proposal(RequestProcessProposal {
+                txs: proposed.clone(),
+                hash: hash.to_vec().into(),
+                height,
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(r.status, 1);
+        let result = consensus
+            .finalize_block(RequestFinalizeBlock {
+                txs: proposed,
+                hash: hash.to_vec().into(),
+                height,
+                ..Default::default()
+            })
+            .unwrap();
+        consensus.commit().unwrap();
 
         let app_hash = reference.app_hash().unwrap();
         assert_eq!(
@@ -364,8 +326,9 @@ fn abci_and_the_producer_agree_on_every_block() {
         }
 
         // Info and Query see the committed block.
-        assert_eq!(query.info(), (height, app_hash.to_vec()));
-        let status: serde_json::Value = serde_json::from_slice(&query.query("/status")).unwrap();
+        assert_eq!(info(&mut querier), (height, app_hash.to_vec()));
+        let status: serde_json::Value =
+            serde_json::from_slice(&query(&mut querier, "/status")).unwrap();
         assert_eq!(status["height"], height);
         assert_eq!(
             status["app_hash"],
@@ -373,7 +336,8 @@ fn abci_and_the_producer_agree_on_every_block() {
         );
         for i in 1..=MINERS + 1 {
             let account: serde_json::Value =
-                serde_json::from_slice(&query.query(&format!("/account/{}", addr(i)))).unwrap();
+                serde_json::from_slice(&query(&mut querier, &format!("/account/{}", addr(i))))
+                    .unwrap();
             let expected = reference.account(&addr(i)).unwrap();
             assert_eq!(account["sequence"], expected.sequence);
             assert_eq!(account["stake"], expected.stake.to_string());
@@ -384,7 +348,7 @@ fn abci_and_the_producer_agree_on_every_block() {
             if let Some(stored) = stored {
                 use prost::Message;
                 assert_eq!(
-                    query.query(&format!("/gradient/{cid}")),
+                    query(&mut querier, &format!("/gradient/{cid}")),
                     stored.encode_to_vec()
                 );
             }

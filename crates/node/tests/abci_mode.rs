@@ -16,55 +16,24 @@
 
 mod common;
 
-use std::net::TcpStream;
 use std::time::Duration;
 
-use r3mes_abci::codec::{MAX_MESSAGE_BYTES, read_message, write_message};
+use r3mes_abci::client::Client;
 use r3mes_chain::crypto::sha256;
 use r3mes_chain::genesis::Genesis;
-use r3mes_chain::gradients::{GradientFacts, one_chunk_submission};
-use r3mes_chain::proto::{TxBody, event, tx_body};
+use r3mes_chain::proto::{event, tx_body};
 use r3mes_chain::state::State;
-use r3mes_chain::{Keeper, SignedTx, rounds};
+use r3mes_chain::{Keeper, rounds};
 use r3mes_ipfs::{AddOptions, AddSource, ContentStore, PinMode};
 use r3mes_node::config::NodeConfig;
 use r3mes_node::keyring::Keyring;
-use tendermint_proto::v0_38::abci::{
-    Request, RequestCommit, RequestFinalizeBlock, RequestInitChain, Response,
-    ResponseFinalizeBlock, request, response,
-};
+use tendermint_proto::v0_38::abci::{RequestFinalizeBlock, ResponseFinalizeBlock};
 
-use common::{content, init_home, test_params};
+use common::abci::{init_chain, sign_next};
+use common::{content, gradient_msg, http_get, init_home, test_params};
 
 /// Blocks after which a stored gradient's record expires.
 const RETENTION: u64 = 5;
-
-/// One CometBFT connection.
-struct Client(TcpStream);
-
-impl Client {
-    fn call(&mut self, value: request::Value) -> response::Value {
-        write_message(&mut self.0, &Request { value: Some(value) }).expect("write a request");
-        let resp: Response = read_message(&mut self.0, MAX_MESSAGE_BYTES)
-            .expect("read a response")
-            .expect("a response");
-        resp.value.expect("a response value")
-    }
-
-    fn finalize(&mut self, req: RequestFinalizeBlock) -> ResponseFinalizeBlock {
-        match self.call(request::Value::FinalizeBlock(req)) {
-            response::Value::FinalizeBlock(r) => r,
-            other => panic!("unexpected {other:?}"),
-        }
-    }
-
-    fn commit(&mut self) {
-        assert!(matches!(
-            self.call(request::Value::Commit(RequestCommit {})),
-            response::Value::Commit(_)
-        ));
-    }
-}
 
 /// CometBFT block `height` with `txs`, and the same block run on the
 /// reference keeper; returns the node's response and whether the reference
@@ -87,12 +56,14 @@ fn block(
     let released = end
         .iter()
         .any(|e| matches!(&e.kind, Some(event::Kind::Unpin(u)) if u.cid == cid));
-    let resp = client.finalize(RequestFinalizeBlock {
-        txs: txs.into_iter().map(Into::into).collect(),
-        hash: hash.to_vec().into(),
-        height,
-        ..Default::default()
-    });
+    let resp = client
+        .finalize_block(RequestFinalizeBlock {
+            txs: txs.into_iter().map(Into::into).collect(),
+            hash: hash.to_vec().into(),
+            height,
+            ..Default::default()
+        })
+        .expect("FinalizeBlock");
     assert_eq!(resp.app_hash.to_vec(), app_hash.to_vec(), "block {height}");
     (resp, released)
 }
@@ -104,17 +75,6 @@ async fn pinned(store: &dyn ContentStore, cid: &r3mes_ipfs::Cid) -> bool {
         .expect("pin ls")
         .iter()
         .any(|p| p.cid == *cid && p.mode == PinMode::Recursive)
-}
-
-async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
-        .await
-        .expect("write");
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.expect("read");
-    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -130,18 +90,8 @@ async fn under_cometbft_expired_content_is_unpinned_after_commit_and_metrics_are
     let genesis = Genesis::from_json(&genesis_json).unwrap();
     let reference = Keeper::init(State::in_memory().unwrap(), &genesis).unwrap();
 
-    let mut client = Client(TcpStream::connect(node.abci_addr()).unwrap());
-    match client.call(request::Value::InitChain(RequestInitChain {
-        chain_id: genesis.chain_id.clone(),
-        app_state_bytes: genesis_json.clone().into_bytes().into(),
-        initial_height: 1,
-        ..Default::default()
-    })) {
-        response::Value::InitChain(r) => {
-            assert_eq!(r.app_hash.to_vec(), reference.app_hash().unwrap().to_vec());
-        }
-        other => panic!("unexpected {other:?}"),
-    }
+    let mut client = Client::connect(node.abci_addr()).unwrap();
+    init_chain(&mut client, &genesis.chain_id, &genesis_json, &reference);
 
     let added = store
         .add(
@@ -162,32 +112,25 @@ async fn under_cometbft_expired_content_is_unpinned_after_commit_and_metrics_are
         let next = reference.height().unwrap() + 1;
         if let Some(round) = rounds::open_round(reference.state(), next).unwrap() {
             let shard = rounds::assigned_shard(&round, &miner).unwrap();
-            let facts = GradientFacts {
-                chunk: cid.to_string(),
-                backbone: cid.to_string(),
-                format: "protobuf".into(),
-                byte_size: 4096,
-                element_count: 1024,
-            };
-            let msg = one_chunk_submission(&miner, &cid, round.round_id, shard, 4, &facts);
-            let body = TxBody {
-                msg: Some(tx_body::Msg::SubmitGradient(msg)),
-            };
+            let msg = gradient_msg(&miner, &cid, round.round_id, shard);
             let seq = reference.account(&miner).unwrap().sequence;
-            let time = reference.block_time_ms(next).unwrap();
-            break SignedTx::sign(body, &key, seq, &genesis.chain_id, time)
-                .unwrap()
-                .encode();
+            break sign_next(
+                &reference,
+                &genesis.chain_id,
+                &key,
+                seq,
+                tx_body::Msg::SubmitGradient(msg),
+            );
         }
         height += 1;
         assert!(height < 20, "no round opened");
         block(&mut client, &reference, height, Vec::new(), "");
-        client.commit();
+        client.commit().unwrap();
     };
     height += 1;
     let (resp, _) = block(&mut client, &reference, height, vec![tx], &cid.to_string());
     assert_eq!(resp.tx_results[0].code, 0, "{}", resp.tx_results[0].log);
-    client.commit();
+    client.commit().unwrap();
 
     // Empty blocks until retention releases the gradient.
     let released_at = loop {
@@ -203,7 +146,7 @@ async fn under_cometbft_expired_content_is_unpinned_after_commit_and_metrics_are
         if released {
             break height;
         }
-        client.commit();
+        client.commit().unwrap();
     };
     // Run, not yet committed: still pinned.
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -211,7 +154,7 @@ async fn under_cometbft_expired_content_is_unpinned_after_commit_and_metrics_are
         pinned(&*store, &cid).await,
         "unpinned before the block's Commit"
     );
-    client.commit();
+    client.commit().unwrap();
     let mut unpinned = false;
     for _ in 0..250 {
         if !pinned(&*store, &cid).await {

@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{BLOCK_MS, TestNode, content, init_home, test_params};
+use common::{BLOCK_MS, TestNode, content, http_get, init_home, test_params};
 use r3mes_chain::proto::{MsgSend, event, tx_body};
 use r3mes_ipfs::PinMode;
 use r3mes_node::proto::{
@@ -281,18 +281,6 @@ async fn health_reflection_and_metrics_are_served() {
         .unwrap();
     assert!(height >= 2, "{body}");
     node.handle.shutdown().await.unwrap();
-}
-
-/// A plain HTTP/1.1 GET; returns the whole response.
-async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
-        .await
-        .expect("write");
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.expect("read");
-    out
 }
 
 #[tokio::test]

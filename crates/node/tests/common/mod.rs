@@ -5,6 +5,8 @@
 
 #![allow(dead_code)]
 
+pub mod abci;
+
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -175,14 +177,7 @@ impl TestNode {
     pub async fn gradient_msg(&mut self, key: &SecretKey, cid: &Cid) -> MsgSubmitGradient {
         let miner = key.public_key().address();
         let (round, shard) = self.assignment(&miner).await;
-        let facts = GradientFacts {
-            chunk: cid.to_string(),
-            backbone: cid.to_string(),
-            format: "protobuf".into(),
-            byte_size: 4096,
-            element_count: 1024,
-        };
-        one_chunk_submission(&miner, cid, round, shard, 4, &facts)
+        gradient_msg(&miner, cid, round, shard)
     }
 
     /// Submits `tx` with `SubmitGradient`.
@@ -210,6 +205,31 @@ impl TestNode {
             .await
             .map(tonic::Response::into_inner)
     }
+}
+
+/// A valid submission by `miner` of `cid` (its one chunk and its backbone)
+/// for `shard` of `round`, with the proof of work of test parameters.
+pub fn gradient_msg(miner: &Address, cid: &Cid, round: u64, shard: u64) -> MsgSubmitGradient {
+    let facts = GradientFacts {
+        chunk: cid.to_string(),
+        backbone: cid.to_string(),
+        format: "protobuf".into(),
+        byte_size: 4096,
+        element_count: 1024,
+    };
+    one_chunk_submission(miner, cid, round, shard, 4, &facts)
+}
+
+/// A plain HTTP/1.1 GET; returns the whole response.
+pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .expect("write");
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.expect("read");
+    out
 }
 
 /// Deterministic content of `len` bytes for `seed`.
