@@ -101,12 +101,13 @@ pub fn block_hash(height: i64) -> Vec<u8> {
 /// Opens the keeper store at `path`; waits (up to 5 s) for a previous
 /// server's connection threads to let go of it.
 pub fn open_state(path: &Path) -> State {
-    let mut tries = 0;
+    // The stopped server's connection thread drops its store when it sees
+    // the closed socket; on a loaded machine that can take a while.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
         match State::open(path) {
             Ok(state) => return state,
-            Err(r3mes_chain::Error::StateLocked { .. }) if tries < 100 => {
-                tries += 1;
+            Err(r3mes_chain::Error::StateLocked { .. }) if std::time::Instant::now() < deadline => {
                 std::thread::sleep(Duration::from_millis(50));
             }
             Err(e) => panic!("{e}"),
