@@ -11,6 +11,11 @@
 //! generator together on this machine; the node's RSS is read from
 //! `/proc/<pid>/status`. With `--node URL --home DIR` it loads a running
 //! node whose home keyring holds `dev1..devC`.
+//!
+//! Transactions are signed before the clock starts. A client's `k`-th
+//! transaction cannot be included before the `k`-th block from now, so it
+//! carries that block's time: runs longer than the chain's clock-skew
+//! window (60 s by default) stay valid.
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
@@ -32,7 +37,8 @@ use r3mes_node::keyring::Keyring;
 use r3mes_node::proto::msg_client::MsgClient;
 use r3mes_node::proto::query_client::QueryClient;
 use r3mes_node::proto::{
-    ShardAssignmentRequest, StatusRequest, SubmitGradientRequest, submit_gradient_request,
+    ParamsRequest, ShardAssignmentRequest, StatusRequest, SubmitGradientRequest,
+    submit_gradient_request,
 };
 use serde::Serialize;
 use tonic::transport::Channel;
@@ -364,6 +370,14 @@ async fn prepare(
             .into_inner();
         clients.push((i, key, shard.round_id, shard.shard_id));
     }
+    let params = query
+        .params(ParamsRequest {})
+        .await
+        .context("querying the node's params")?
+        .into_inner();
+    let params: Params =
+        serde_json::from_str(&params.params_json).context("the node's params JSON")?;
+    let block_ms = i64::try_from(params.block_time_ms).context("block_time_ms")?;
     let chain_id = status.chain_id;
     let time = status.next_block_time_ms;
     let bits = args.pow_bits;
@@ -383,7 +397,13 @@ async fn prepare(
                         .map(|seq| {
                             let cid = bench_cid(*i, seq);
                             let msg = gradient(key, &cid, *round, *shard, bits);
-                            SignedTx::sign(TxBody { msg: Some(msg) }, key, seq, &chain_id, time)
+                            // `seq` blocks after the first, at the earliest.
+                            let at = i64::try_from(seq)
+                                .ok()
+                                .and_then(|s| s.checked_mul(block_ms))
+                                .and_then(|d| time.checked_add(d))
+                                .unwrap_or(time);
+                            SignedTx::sign(TxBody { msg: Some(msg) }, key, seq, &chain_id, at)
                                 .map(|tx| tx.encode())
                         })
                         .collect::<r3mes_chain::Result<Vec<_>>>()
